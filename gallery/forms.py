@@ -1,0 +1,31 @@
+from django import forms
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files from one input; each is judged later, on its own, by the service."""
+
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None):
+        files = [item for item in (data if isinstance(data, (list, tuple)) else [data]) if item]
+        if not files and self.required:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
+        return files
+
+
+class ImageUploadForm(forms.Form):
+    files = MultipleFileField(
+        label="Images",
+        help_text="Choose one image or many (JPEG, PNG, WebP, GIF, BMP or TIFF).",
+        widget=MultipleFileInput(attrs={"accept": "image/*"}),
+    )
+    caption = forms.CharField(
+        required=False,
+        max_length=300,
+        help_text="Optional. Given to every image in this upload; left empty, each image is "
+        "captioned from its file name. Captions can be edited in the list afterwards.",
+    )

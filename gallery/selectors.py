@@ -1,0 +1,22 @@
+"""Reads for the gallery pages."""
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+
+from .models import Image
+
+
+def image_list():
+    return Image.objects.newest_first()
+
+
+def image_get(*, image_id: int) -> Image:
+    return get_object_or_404(Image, pk=image_id)
+
+
+def image_get_by_original_name(*, original_name: str) -> Image:
+    """The newest image uploaded under that file name (the original app's identifier)."""
+    image = Image.objects.filter(original_name=original_name).newest_first().first()
+    if image is None:
+        raise Http404(f"No image named {original_name!r}.")
+    return image

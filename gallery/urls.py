@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "gallery"
+
+urlpatterns = [
+    path("", views.GalleryView.as_view(), name="image-list"),
+    path("home", views.GalleryView.as_view(), name="home"),
+    path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
+    path("recommend", views.recommend_redirect, name="recommend"),
+]

@@ -1,0 +1,60 @@
+from django.conf import settings
+from django.shortcuts import redirect
+from django.views.generic import DetailView, ListView
+
+from similarity.selectors import embedding_for, images_similar_to
+
+from . import selectors
+
+
+class GalleryView(ListView):
+    """The paginated gallery, newest first."""
+
+    template_name = "gallery/image_list.html"
+    context_object_name = "images"
+
+    def get_paginate_by(self, queryset):
+        return settings.GALLERY_PAGE_SIZE
+
+    def get_queryset(self):
+        return selectors.image_list()
+
+    def paginate_queryset(self, queryset, page_size):
+        # get_page() clamps: a page past the end shows the last one, garbage shows the first.
+        paginator = self.get_paginator(queryset, page_size, allow_empty_first_page=True)
+        page = paginator.get_page(self.request.GET.get("page"))
+        return paginator, page, page.object_list, page.has_other_pages()
+
+
+def requested_k(raw: str | None) -> int:
+    """?k= from 1 to RECOMMENDATIONS_K_MAX; anything else falls back to the default."""
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        return settings.RECOMMENDATIONS_K
+    return k if 1 <= k <= settings.RECOMMENDATIONS_K_MAX else settings.RECOMMENDATIONS_K
+
+
+class ImageDetailView(DetailView):
+    """One image and the images most similar to it."""
+
+    template_name = "gallery/image_detail.html"
+    context_object_name = "image"
+
+    def get_object(self, queryset=None):
+        return selectors.image_get(image_id=self.kwargs["pk"])
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        k = requested_k(self.request.GET.get("k"))
+        context["k"] = k
+        vector = embedding_for(image=self.object)
+        context["has_embedding"] = vector is not None
+        context["similar_images"] = images_similar_to(image=self.object, k=k, vector=vector) if vector is not None else []
+        return context
+
+
+def recommend_redirect(request):
+    """The original app's /recommend?selectedImage=<file name>, kept working."""
+    image = selectors.image_get_by_original_name(original_name=request.GET.get("selectedImage", ""))
+    return redirect("gallery:image-detail", pk=image.pk, permanent=True)

@@ -1,0 +1,202 @@
+"""Settings shared by every environment.
+
+Every environment variable the project reads is read here, once, with the default that
+suits a local run. ``local``, ``test`` and ``production`` only adjust what differs.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+# --- Environment ------------------------------------------------------------------------
+SECRET_KEY = env("SECRET_KEY", default="")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+DATABASE_URL = env("DATABASE_URL", default="")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Production only: seconds browsers should insist on HTTPS (0 until TLS is proven).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Where the embedded PostgreSQL and Redis keep their data when the URLs above are unset.
+IMAGEREC_DATA_DIR = Path(env("IMAGEREC_DATA_DIR", default=str(BASE_DIR / ".devdata")))
+
+# Visitors' side.
+RECOMMENDATIONS_K = env.int("RECOMMENDATIONS_K", default=6)
+RECOMMENDATIONS_K_MAX = 50
+GALLERY_PAGE_SIZE = env.int("GALLERY_PAGE_SIZE", default=12)
+
+# Embeddings: "imagenet" (torchvision's ResNet18_Weights.IMAGENET1K_V1 from the torch hub
+# cache), "random" (seeded, for demos and tests), or a path to a saved ResNet18 state dict.
+EMBEDDING_WEIGHTS = env("EMBEDDING_WEIGHTS", default="imagenet")
+EMBEDDING_RANDOM_SEED = env.int("EMBEDDING_RANDOM_SEED", default=0)
+EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=16)
+# Threads torch may use in one worker process; 0 means "the CPUs this process may run on".
+EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
+
+# A poison image stops after this many attempts instead of looping forever.
+EMBEDDING_MAX_ATTEMPTS = env.int("EMBEDDING_MAX_ATTEMPTS", default=5)
+# The sweeper re-queues images still pending after this many seconds (lost message, broker
+# outage during the upload); processing ones once the task's hard time limit has passed.
+EMBEDDING_SWEEP_PENDING_AFTER = env.int("EMBEDDING_SWEEP_PENDING_AFTER", default=120)
+EMBEDDING_SWEEP_INTERVAL = env.float("EMBEDDING_SWEEP_INTERVAL", default=60.0)
+
+# Upload limits (bytes, pixels). Larger files or images are refused with a clear message.
+IMAGE_MAX_UPLOAD_BYTES = env.int("IMAGE_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=100_000_000)
+
+# Nearest-neighbour search: candidates the HNSW index visits per query (recall vs speed).
+HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=40)
+
+# --- Django -----------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "gallery",
+    "similarity",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "imagerec.urls"
+WSGI_APPLICATION = "imagerec.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "similarity.context_processors.embedding_model",
+            ],
+        },
+    },
+]
+
+
+def database_options() -> dict:
+    # Set per connection, so a recommendation page needs no extra SET query.
+    # iterative_scan lets a filtered HNSW query (one model identity) still fill its LIMIT.
+    return {
+        "options": f"-c hnsw.ef_search={HNSW_EF_SEARCH} -c hnsw.iterative_scan=relaxed_order",
+    }
+
+
+def embedded_databases(data_dir: Path) -> dict:
+    """DATABASES for the embedded PostgreSQL (local runs and tests), started on demand."""
+    from imagerec import devservices
+
+    return {"default": {**devservices.postgres_settings(data_dir), "OPTIONS": database_options()}}
+
+
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url("DATABASE_URL")}
+    _socket_host = DATABASES["default"].get("OPTIONS", {}).pop("host", None)
+    if _socket_host and not DATABASES["default"].get("HOST"):
+        # postgres:///name?host=/socket/dir names a Unix socket directory.
+        DATABASES["default"]["HOST"] = _socket_host
+    DATABASES["default"].setdefault("OPTIONS", {}).update(database_options())
+else:
+    # Filled in by local/test settings (embedded server); production requires DATABASE_URL.
+    DATABASES = {}
+
+# Keep connections between requests, and check them before reuse after a database restart.
+CONN_MAX_AGE = env.int("CONN_MAX_AGE", default=60)
+
+
+def persistent_connections(databases: dict) -> dict:
+    for database in databases.values():
+        database["CONN_MAX_AGE"] = CONN_MAX_AGE
+        database["CONN_HEALTH_CHECKS"] = True
+    return databases
+
+
+DATABASES = persistent_connections(DATABASES)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "/media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# An admin may send many photos at once; Django's default caps are for ordinary forms.
+DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Celery -----------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# JSON only: a task message is data (image ids), never a pickled object.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+# Nothing reads task results: the database row is the result.
+CELERY_TASK_IGNORE_RESULT = True
+# Acknowledge after the work is stored, and put the message back if the worker dies,
+# so a killed worker loses nothing (tasks are idempotent).
+# https://docs.celeryq.dev/en/stable/userguide/tasks.html#Task.acks_late
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: a batch is already the unit of work.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A stuck batch is stopped; the soft limit lets the task mark its images failed first.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+# Redis redelivers an unacknowledged message after this long (a worker killed mid-task).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An upload must not hang when the broker is down: give up quickly, the sweeper re-enqueues.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# The sweeper (Celery beat): https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+CELERY_BEAT_SCHEDULE = {
+    "sweep-images-needing-embedding": {
+        "task": "similarity.tasks.sweep_images",
+        "schedule": EMBEDDING_SWEEP_INTERVAL,
+    },
+}

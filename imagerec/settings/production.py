@@ -1,0 +1,26 @@
+"""Production: every secret and service comes from the environment; nothing is embedded."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import ALLOWED_HOSTS, CELERY_BROKER_URL, DATABASE_URL, DEBUG, SECRET_KEY
+
+_problems = []
+if not SECRET_KEY or SECRET_KEY.startswith(("local-", "tests-")) or len(SECRET_KEY) < 32:
+    _problems.append("SECRET_KEY must be set to a long random value")
+if DEBUG:
+    _problems.append("DEBUG must be off (DEBUG=false)")
+if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS or set(ALLOWED_HOSTS) <= {"localhost", "127.0.0.1", "[::1]"}:
+    _problems.append("ALLOWED_HOSTS must list the site's real host names")
+if not DATABASE_URL:
+    _problems.append("DATABASE_URL must name the PostgreSQL server (with pgvector)")
+if not CELERY_BROKER_URL:
+    _problems.append("CELERY_BROKER_URL must name the Redis broker")
+if _problems:
+    raise ImproperlyConfigured("Production settings refuse to start: " + "; ".join(_problems) + ".")
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+

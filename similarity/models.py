@@ -1,0 +1,41 @@
+from django.db import models
+from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIMENSIONS = 512
+
+
+class EmbeddingQuerySet(models.QuerySet):
+    def for_model(self, model_identity: str):
+        return self.filter(model_identity=model_identity)
+
+
+class Embedding(models.Model):
+    """One image's ResNet18 feature vector, as produced by one model identity."""
+
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="embeddings")
+    model_identity = models.CharField(
+        max_length=100, help_text="Which network and weights made the vector, e.g. resnet18/imagenet1k-v1."
+    )
+    vector = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = EmbeddingQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            # A redelivered task finds its work done: one vector per image and model.
+            models.UniqueConstraint(fields=["image", "model_identity"], name="similarity_embedding_unique_per_model"),
+        ]
+        indexes = [
+            HnswIndex(
+                name="similarity_embedding_hnsw",
+                fields=["vector"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_identity} embedding of image {self.image_id}"

@@ -1,0 +1,217 @@
+"""Writes for embeddings: queueing work and storing vectors.
+
+The worker's path is ``embeddings_compute``: claim images, decode them, run the encoder on
+the batch, store the vectors. Each step commits on its own so a crash at any point leaves
+rows that a later delivery or the sweeper completes; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from gallery.models import Image
+
+from .imaging import UndecodableImage, load_rgb
+from .models import Embedding
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    ready: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def embeddings_publish(*, image_ids: Iterable[int]) -> bool:
+    """Send embedding tasks now. False when the broker is unreachable (the sweeper retries)."""
+    from .tasks import embed_images
+
+    image_ids = list(image_ids)
+    try:
+        for chunk in _chunks(image_ids, settings.EMBEDDING_BATCH_SIZE):
+            embed_images.delay(chunk)
+    except Exception:
+        logger.warning(
+            "Broker unavailable: %d image(s) stay pending until the sweeper queues them again",
+            len(image_ids),
+            exc_info=True,
+        )
+        return False
+    return True
+
+
+def embeddings_enqueue(*, image_ids: Iterable[int]) -> None:
+    """Queue embeddings once the current transaction commits (never for rolled-back rows)."""
+    image_ids = list(image_ids)
+    if image_ids:
+        transaction.on_commit(lambda: embeddings_publish(image_ids=image_ids))
+
+
+def images_mark_pending(*, images) -> int:
+    """Put images back in the queue's care (recompute, retry); returns how many changed."""
+    return images.update(
+        embedding_status=Image.Status.PENDING,
+        embedding_error="",
+        embedding_attempts=0,
+        status_changed_at=timezone.now(),
+    )
+
+
+def images_mark_failed(*, failures: dict[int, str]) -> None:
+    now = timezone.now()
+    for image_id, reason in failures.items():
+        Image.objects.filter(pk=image_id).exclude(embedding_status=Image.Status.READY).update(
+            embedding_status=Image.Status.FAILED, embedding_error=reason[:2000], status_changed_at=now
+        )
+
+
+def _claim(image_ids: list[int], *, fill_to: int) -> tuple[list[Image], list[int], dict[int, str]]:
+    """Mark the named images (and, to fill the batch, other pending ones) as processing."""
+    max_attempts = settings.EMBEDDING_MAX_ATTEMPTS
+    gave_up: dict[int, str] = {}
+    with transaction.atomic():
+        named = list(
+            Image.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=image_ids, embedding_status__in=[Image.Status.PENDING, Image.Status.PROCESSING])
+            .order_by("pk")
+        )
+        extra = []
+        if len(named) < fill_to:
+            extra = list(
+                Image.objects.select_for_update(skip_locked=True)
+                .pending()
+                .exclude(pk__in=image_ids)
+                .order_by("status_changed_at", "pk")[: fill_to - len(named)]
+            )
+        claimed = []
+        for image in named + extra:
+            if image.embedding_attempts >= max_attempts:
+                gave_up[image.pk] = f"Gave up after {image.embedding_attempts} attempts."
+            else:
+                claimed.append(image)
+        now = timezone.now()
+        Image.objects.filter(pk__in=[image.pk for image in claimed]).update(
+            embedding_status=Image.Status.PROCESSING,
+            embedding_attempts=F("embedding_attempts") + 1,
+            status_changed_at=now,
+        )
+    claimed_ids = {image.pk for image in claimed} | set(gave_up)
+    skipped = [image_id for image_id in image_ids if image_id not in claimed_ids]
+    return claimed, skipped, gave_up
+
+
+def _decode(images: list[Image]) -> tuple[list[tuple[Image, object]], dict[int, str]]:
+    decoded, failures = [], {}
+    for image in images:
+        try:
+            with image.file.open("rb") as handle:
+                decoded.append((image, load_rgb(handle, max_pixels=settings.IMAGE_MAX_PIXELS)))
+        except UndecodableImage as error:
+            failures[image.pk] = str(error)
+        except FileNotFoundError:
+            failures[image.pk] = "The stored file is missing."
+    return decoded, failures
+
+
+def embeddings_store(*, vectors_by_image: dict[int, object], identity: str) -> None:
+    """Store vectors and mark their images ready, in one transaction; safe to repeat."""
+    now = timezone.now()
+    with transaction.atomic():
+        Embedding.objects.bulk_create(
+            [
+                Embedding(image_id=image_id, model_identity=identity, vector=vector, created_at=now)
+                for image_id, vector in vectors_by_image.items()
+            ],
+            update_conflicts=True,
+            unique_fields=["image", "model_identity"],
+            update_fields=["vector", "created_at"],
+        )
+        # Older models' vectors are stale once the current one exists.
+        Embedding.objects.filter(image_id__in=vectors_by_image).exclude(model_identity=identity).delete()
+        Image.objects.filter(pk__in=vectors_by_image).update(
+            embedding_status=Image.Status.READY, embedding_error="", status_changed_at=now
+        )
+
+
+def embeddings_compute(*, image_ids: Iterable[int], fill_batch: bool = True) -> BatchResult:
+    """Embed the given images (plus other waiting ones, up to a batch) and store the vectors."""
+    from .encoder import get_encoder  # the worker's path only: torch stays out of web processes
+
+    image_ids = list(image_ids)
+    result = BatchResult()
+    fill_to = max(settings.EMBEDDING_BATCH_SIZE, len(image_ids)) if fill_batch else len(image_ids)
+    claimed, result.skipped, gave_up = _claim(image_ids, fill_to=fill_to)
+    if gave_up:
+        images_mark_failed(failures=gave_up)
+        result.failed.update(gave_up)
+    if not claimed:
+        return result
+
+    started = time.perf_counter()
+    encoder = get_encoder()
+    decoded, failures = _decode(claimed)
+    batch = [encoder.preprocess(picture) for _, picture in decoded]
+    decoded_at = time.perf_counter()
+    if failures:
+        images_mark_failed(failures=failures)
+        result.failed.update(failures)
+    if not decoded:
+        return result
+
+    import torch
+
+    vectors = encoder.embed_tensors(torch.stack(batch))
+    embedded_at = time.perf_counter()
+    embeddings_store(
+        vectors_by_image={image.pk: vector for (image, _), vector in zip(decoded, vectors)},
+        identity=encoder.identity,
+    )
+    stored_at = time.perf_counter()
+    result.ready = [image.pk for image, _ in decoded]
+    result.timings = {
+        "decode": decoded_at - started,
+        "forward": embedded_at - decoded_at,
+        "store": stored_at - embedded_at,
+    }
+    return result
+
+
+def images_needing_embedding(*, stale_after: timedelta | None = None):
+    """Images a worker should be working on but nobody is: queued long ago, or stuck."""
+    now = timezone.now()
+    pending_after = stale_after or timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
+    processing_after = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    return Image.objects.filter(
+        Q(embedding_status=Image.Status.PENDING, status_changed_at__lt=now - pending_after)
+        | Q(embedding_status=Image.Status.PROCESSING, status_changed_at__lt=now - processing_after)
+    )
+
+
+def embeddings_sweep() -> int:
+    """Re-queue images left pending or processing too long (broker outage, killed worker)."""
+    image_ids = list(images_needing_embedding().order_by("pk").values_list("pk", flat=True)[:10_000])
+    if image_ids:
+        # Processing ones go back to pending so a worker's claim picks them up again; the new
+        # timestamp keeps the next sweep from sending them twice while they wait in the queue.
+        Image.objects.filter(pk__in=image_ids).update(
+            embedding_status=Image.Status.PENDING, status_changed_at=timezone.now()
+        )
+        embeddings_publish(image_ids=image_ids)
+    return len(image_ids)

@@ -1,0 +1,45 @@
+"""Celery tasks: thin wrappers that take ids, call a service, and own the retry policy."""
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+# Connection trouble passes; retry with capped exponential backoff and jitter.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError)
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=10,
+)
+def embed_images(image_ids: list[int]) -> dict:
+    """Embed these images (and other waiting ones, up to a batch)."""
+    try:
+        result = services.embeddings_compute(image_ids=image_ids)
+    except SoftTimeLimitExceeded:
+        reason = f"Embedding took longer than {settings.CELERY_TASK_SOFT_TIME_LIMIT} seconds."
+        services.images_mark_failed(failures={image_id: reason for image_id in image_ids})
+        logger.error("Soft time limit hit for images %s", image_ids)
+        return {"failed": image_ids}
+    if result.failed:
+        logger.warning("Images failed: %s", result.failed)
+    return {"ready": result.ready, "failed": list(result.failed), "skipped": result.skipped}
+
+
+@shared_task(autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=3)
+def sweep_images() -> int:
+    """Re-queue images left pending or processing too long."""
+    swept = services.embeddings_sweep()
+    if swept:
+        logger.info("Re-queued %d image(s) waiting for an embedding", swept)
+    return swept
