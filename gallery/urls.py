@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import api, views
 
 app_name = "gallery"
 
@@ -9,4 +9,5 @@ urlpatterns = [
     path("home", views.GalleryView.as_view(), name="home"),
     path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
     path("recommend", views.recommend_redirect, name="recommend"),
+    path("api/images/<int:pk>/similar/", api.similar_images_json, name="api-similar"),
 ]

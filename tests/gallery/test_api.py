@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from gallery.models import Image
+from similarity.identity import model_identity
+from similarity.models import EMBEDDING_DIMENSIONS, Embedding
+
+pytestmark = pytest.mark.django_db
+
+
+def image_with_vector(number: int, vector) -> Image:
+    image = Image.objects.create(
+        file=f"images/test/{number}.png",
+        original_name=f"{number}.png",
+        caption=f"picture {number}",
+        format="PNG",
+        width=32,
+        height=24,
+        file_size=100,
+        sha256=f"{number:064x}",
+        embedding_status=Image.Status.READY,
+    )
+    if vector is not None:
+        Embedding.objects.create(image=image, model_identity=model_identity(), vector=vector)
+    return image
+
+
+def direction(*weights: float):
+    """A unit vector whose first coordinates are ``weights``: cosine order is easy to predict."""
+    vector = np.zeros(EMBEDDING_DIMENSIONS, dtype=np.float32)
+    vector[: len(weights)] = weights
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture
+def gallery_images():
+    chosen = image_with_vector(1, direction(1, 0))
+    near = image_with_vector(2, direction(1, 0.1))
+    middle = image_with_vector(3, direction(1, 1))
+    far = image_with_vector(4, direction(0, 1))
+    return chosen, near, middle, far
+
+
+def similar_url(image, k=None) -> str:
+    url = reverse("gallery:api-similar", args=[image.pk])
+    return url if k is None else f"{url}?k={k}"
+
+
+def test_lists_the_nearest_images_most_similar_first(client, gallery_images):
+    chosen, near, middle, far = gallery_images
+
+    response = client.get(similar_url(chosen, k=3))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["image"] == {
+        "id": chosen.pk,
+        "caption": "picture 1",
+        "url": chosen.file.url,
+        "has_embedding": True,
+    }
+    assert [item["id"] for item in body["similar"]] == [near.pk, middle.pk, far.pk]
+    assert body["similar"][0] == {
+        "id": near.pk,
+        "caption": "picture 2",
+        "url": near.file.url,
+        "similarity": pytest.approx(float(direction(1, 0) @ direction(1, 0.1)), abs=1e-5),
+    }
+    assert body["similar"][1]["similarity"] == pytest.approx(2**-0.5, abs=1e-5)
+    assert body["similar"][2]["similarity"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_k_is_clamped_like_the_page(client, gallery_images, settings):
+    chosen = gallery_images[0]
+    settings.RECOMMENDATIONS_K = 2
+
+    assert len(client.get(similar_url(chosen, k=1)).json()["similar"]) == 1
+    assert len(client.get(similar_url(chosen, k="many")).json()["similar"]) == 2
+    assert len(client.get(similar_url(chosen, k=10_000)).json()["similar"]) == 2
+
+
+def test_query_count_does_not_grow_with_k(client, gallery_images):
+    for number in range(5, 30):
+        image_with_vector(number, direction(1, number / 10, 0.5))
+    chosen = gallery_images[0]
+
+    with CaptureQueriesContext(connection) as one:
+        assert len(client.get(similar_url(chosen, k=1)).json()["similar"]) == 1
+    with CaptureQueriesContext(connection) as twenty:
+        assert len(client.get(similar_url(chosen, k=20)).json()["similar"]) == 20
+
+    # The image, its vector, then one index scan that joins the neighbours' images.
+    assert len(one) == len(twenty) == 3
+
+
+def test_an_image_without_a_vector_has_no_neighbours_yet(client, gallery_images):
+    pending = image_with_vector(99, None)
+
+    body = client.get(similar_url(pending)).json()
+
+    assert body["image"]["has_embedding"] is False
+    assert body["similar"] == []
+
+
+def test_unknown_image_is_404(client):
+    assert client.get(reverse("gallery:api-similar", args=[123456])).status_code == 404
+
+
+def test_only_get_is_allowed(client, gallery_images):
+    assert client.post(similar_url(gallery_images[0])).status_code == 405
