@@ -4,9 +4,6 @@ The embedded servers for tests keep their data under ``<data dir>/test`` so a te
 never touches the data of a running ``make run``. Given URLs are used as they are.
 """
 
-import tempfile
-from pathlib import Path
-
 from imagerec import devservices
 
 from .base import *  # noqa: F403
@@ -31,5 +28,6 @@ if not CELERY_BROKER_URL:
 EMBEDDING_WEIGHTS = "random"
 EMBEDDING_RANDOM_SEED = 0
 
-MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="imagerec-test-media-"))
+# A fixed place, so the worker processes that end-to-end tests start share it.
+MEDIA_ROOT = TEST_DATA_DIR / "media"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,144 @@
+"""What an admin does: upload one or many images, see their state, and be told about bad files."""
+
+import pytest
+from django.urls import reverse
+
+from gallery.models import Image
+from tests.conftest import encode, photo_like, upload
+
+pytestmark = pytest.mark.django_db
+
+ADD_URL = reverse("admin:gallery_image_add")
+LIST_URL = reverse("admin:gallery_image_changelist")
+
+
+def stored_files(settings):
+    return {path for path in settings.MEDIA_ROOT.rglob("*") if path.is_file()}
+
+
+def post_files(client, files, caption=""):
+    return client.post(ADD_URL, {"files": files, "caption": caption})
+
+
+def test_upload_one_image_stores_it_pending_and_queues_its_embedding(
+    staff_client, make_upload, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_files(staff_client, [make_upload(1, name="Sunset_over-the.bay.jpg")], caption="")
+    assert response.status_code == 302 and response["Location"] == LIST_URL
+    image = Image.objects.get()
+    assert image.original_name == "Sunset_over-the.bay.jpg"
+    assert image.caption == "Sunset over the bay"
+    assert (image.width, image.height, image.format) == (320, 240, "JPEG")
+    assert image.embedding_status == Image.Status.PENDING
+    assert image.uploaded_by == staff_client.user
+    assert len(image.sha256) == 64 and image.file_size == image.file.size
+    # Stored under a generated name, never the uploaded one.
+    assert "Sunset" not in image.file.name and image.file.name.endswith(".jpeg")
+    assert len(callbacks) == 1  # the embedding task is published once the upload commits
+
+
+def test_upload_many_at_once_with_a_caption(staff_client, make_upload):
+    response = post_files(staff_client, [make_upload(seed) for seed in range(3)], caption="Harbour walk")
+    assert response.status_code == 302
+    assert Image.objects.count() == 3
+    assert set(Image.objects.values_list("caption", flat=True)) == {"Harbour walk"}
+    messages = [str(message) for message in response.wsgi_request._messages]
+    assert len(messages) == 3 and all("added as image" in message for message in messages)
+
+
+BAD_FILES = {
+    "empty": (b"", "The file is empty."),
+    "text named .jpg": (b"this is not a picture, just words\n" * 20, "not an image that can be read"),
+    "truncated JPEG": (encode(photo_like(5))[:1500], "damaged or incomplete"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_bad_file_gets_a_clear_form_error_and_stores_nothing(
+    staff_client, kind, django_capture_on_commit_callbacks, settings
+):
+    content, expected = BAD_FILES[kind]
+    files_before = stored_files(settings)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_files(staff_client, [upload("holiday.jpg", content)])
+    assert response.status_code == 200
+    errors = " ".join(response.context["form"].errors["files"])
+    assert "holiday.jpg" in errors and expected in errors
+    assert Image.objects.count() == 0
+    assert callbacks == []
+    assert stored_files(settings) == files_before
+
+
+def test_same_bytes_again_are_refused_naming_the_existing_image(staff_client, make_upload):
+    post_files(staff_client, [make_upload(9, name="first.jpg")])
+    original = Image.objects.get()
+    response = post_files(staff_client, [make_upload(9, name="renamed-copy.jpg")])
+    assert response.status_code == 200
+    errors = " ".join(response.context["form"].errors["files"])
+    assert "already image" in errors and str(original.pk) in errors
+    assert reverse("admin:gallery_image_change", args=[original.pk]) in errors
+    assert Image.objects.count() == 1
+
+
+def test_a_mixed_upload_adds_the_good_files_and_reports_the_rest(staff_client, make_upload):
+    post_files(staff_client, [make_upload(1)])
+    response = post_files(staff_client, [make_upload(1), make_upload(2), upload("notes.jpg", b"plain text")])
+    assert response.status_code == 302
+    assert Image.objects.count() == 2
+    messages = " | ".join(str(message) for message in response.wsgi_request._messages)
+    assert "photo-2.jpg: added" in messages
+    assert "photo-1.jpg: not added" in messages
+    assert "notes.jpg: refused" in messages
+
+
+def test_change_list_shows_thumbnail_status_and_counts(staff_client, image_factory):
+    ready = image_factory(1, status=Image.Status.READY)
+    failed = image_factory(2, status=Image.Status.FAILED, embedding_error="The stored file is missing.")
+    image_factory(3)
+    html = staff_client.get(LIST_URL).content.decode()
+    assert ready.file.url in html
+    assert "320 × 240" not in html and "64 × 48" in html
+    assert "failed: The stored file is missing." in html
+    assert "pending 1" in html and "ready 1" in html and "failed 1" in html
+    assert "resnet18/random-seed0" in html
+    filtered = staff_client.get(LIST_URL + "?embedding_status__exact=failed")
+    assert list(filtered.context["cl"].result_list) == [failed]
+
+
+def test_search_by_caption_or_file_name(staff_client, image_factory):
+    lighthouse = image_factory(1, caption="Lighthouse at dusk")
+    other = image_factory(2, caption="Market", original_name="lighthouse-2.jpg")
+    image_factory(3, caption="Forest")
+    found = staff_client.get(LIST_URL + "?q=lighthouse").context["cl"].result_list
+    assert set(found) == {lighthouse, other}
+
+
+def test_only_staff_can_upload(client, django_user_model, make_upload):
+    response = client.post(ADD_URL, {"files": [make_upload(1)]})
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    user = django_user_model.objects.create_user("visitor", password="x")
+    client.force_login(user)
+    response = client.post(ADD_URL, {"files": [make_upload(1)]})
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert Image.objects.count() == 0
+
+
+def test_upload_form_is_csrf_protected(django_user_model, make_upload):
+    from django.test import Client
+
+    user = django_user_model.objects.create_superuser("strict", "s@example.com", "pw")
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(ADD_URL, {"files": [make_upload(1)]}).status_code == 403
+    assert Image.objects.count() == 0
+
+
+def test_recompute_action_puts_images_back_in_the_queue(staff_client, image_factory, django_capture_on_commit_callbacks):
+    image = image_factory(1, status=Image.Status.FAILED, embedding_error="boom", embedding_attempts=5)
+    with django_capture_on_commit_callbacks() as callbacks:
+        staff_client.post(LIST_URL, {"action": "retry_failed", "_selected_action": [image.pk]})
+    image.refresh_from_db()
+    assert image.embedding_status == Image.Status.PENDING and image.embedding_attempts == 0
+    assert image.embedding_error == ""
+    assert len(callbacks) == 1
