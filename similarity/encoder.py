@@ -18,6 +18,7 @@ from django.conf import settings
 from torchvision.models import ResNet18_Weights, resnet18
 
 from .identity import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_path, model_identity
+from .imaging import synthetic_photo
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,37 @@ def _file_state_dict(path: str) -> dict:
         ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(
+            f"EMBEDDING_WEIGHTS={path} holds a {type(state).__name__}, not a state dict. "
+            "Save one with torch.save(model.state_dict(), path) from a torchvision resnet18."
+        )
     return state
+
+
+CALIBRATION_IMAGES = 64
+
+
+def _calibrate_batch_norm(network: torch.nn.Module, seed: int) -> None:
+    """Give a randomly initialised network the batch-norm statistics of real-looking input.
+
+    Untrained, a ResNet's features share one dominant direction and every pair of images
+    scores above 0.95. Measuring each batch-norm layer's mean and variance on a fixed set of
+    synthetic photos (deterministic for the seed) spreads them out, so even the demo's
+    random network ranks look-alikes first with visibly different scores.
+    """
+    transform = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    batch = torch.stack(
+        [transform(synthetic_photo(seed * 100_003 + index)) for index in range(CALIBRATION_IMAGES)]
+    )
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the calibration batch
+    network.train()
+    with torch.no_grad():
+        network(batch)
+    network.eval()
 
 
 def build_network(weights: str, seed: int) -> torch.nn.Module:
@@ -61,10 +92,18 @@ def build_network(weights: str, seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             network = resnet18(weights=None)
+        _calibrate_batch_norm(network, seed)
     else:
         network = resnet18(weights=None)
         state = _imagenet_state_dict() if weights == "imagenet" else _file_state_dict(weights)
-        missing, unexpected = network.load_state_dict(state, strict=False)
+        # The classifier is replaced below, so a fine-tuned one (another number of classes,
+        # hence another shape) must not stop the features from loading.
+        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        try:
+            missing, unexpected = network.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shapes that differ: another architecture's weights
+            first_problem = (str(error).splitlines()[1:2] or [str(error)])[0].strip()
+            raise WeightsUnavailable(f"The weights in {weights} do not fit ResNet18 ({first_problem}).") from error
         # A feature-extractor checkpoint may lack the classifier; nothing else may be absent.
         missing = [key for key in missing if not key.startswith("fc.")]
         unexpected = [key for key in unexpected if not key.startswith("fc.")]

@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
+from similarity.imaging import synthetic_photo
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -25,26 +27,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def photo_like(seed: int, size: tuple[int, int] = (320, 240)) -> PILImage.Image:
-    """A deterministic picture with photo-like structure: smooth colour fields, shapes, grain.
-
-    Different seeds give clearly different pictures, so their embeddings differ even under
-    random weights; the same seed always gives the same picture.
-    """
-    rng = np.random.default_rng(seed)
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    picture = np.zeros((height, width, 3), dtype=np.float32)
-    for channel in range(3):
-        fx, fy = rng.uniform(0.5, 4.0, size=2) * 2 * np.pi
-        phase = rng.uniform(0, 2 * np.pi)
-        picture[..., channel] = 127 + 100 * np.sin(fx * x / width + fy * y / height + phase)
-    for _ in range(6):
-        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        radius = rng.uniform(0.05, 0.3) * min(width, height)
-        mask = (x - cx) ** 2 + (y - cy) ** 2 < radius**2
-        picture[mask] = rng.uniform(0, 255, size=3)
-    picture += rng.normal(0, 6, size=picture.shape)
-    return PILImage.fromarray(np.clip(picture, 0, 255).astype(np.uint8), "RGB")
+    return synthetic_photo(seed, size)
 
 
 def encode(image: PILImage.Image, image_format: str = "JPEG", **options) -> bytes:

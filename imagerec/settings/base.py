@@ -20,6 +20,9 @@ DATABASE_URL = env("DATABASE_URL", default="")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Password for the admin account `make run` creates; empty: generate one and keep it in
+# the data dir, so every run prints the same login.
+ADMIN_PASSWORD = env("ADMIN_PASSWORD", default="")
 # Production only: seconds browsers should insist on HTTPS (0 until TLS is proven).
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 # Where the embedded PostgreSQL and Redis keep their data when the URLs above are unset.
