@@ -37,6 +37,8 @@ def clean_original_name(name: str) -> str:
     base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
     if len(base) > ORIGINAL_NAME_MAX_LENGTH:
         stem, extension = os.path.splitext(base)
+        if len(extension) > ORIGINAL_NAME_MAX_LENGTH // 2:
+            stem, extension = base, ""  # too long to be a real extension: cut it like the rest
         base = stem[: ORIGINAL_NAME_MAX_LENGTH - len(extension)] + extension
     return base or "unnamed"
 

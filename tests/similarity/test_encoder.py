@@ -1,0 +1,198 @@
+"""The network and its weights: reproducible vectors, and weights problems explained."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models._api
+from django.conf import settings
+from PIL import Image
+from torchvision.models import resnet18, resnet50
+
+from similarity.encoder import Encoder, build_network, get_encoder
+from similarity.identity import WeightsUnavailable, model_identity
+
+
+def picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    # Coarse random blocks scaled up: structure at the scales a network looks at.
+    blocks = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    return Image.fromarray(blocks).resize((320, 240), Image.Resampling.BILINEAR)
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    transform = get_encoder().transform
+    return torch.stack([transform(picture(seed)) for seed in range(2)])
+
+
+def features(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return network(batch.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.fixture(scope="module")
+def configured_features(batch) -> torch.Tensor:
+    """The process's encoder: random weights under the test settings (each build takes seconds)."""
+    assert settings.EMBEDDING_WEIGHTS == "random"
+    return features(get_encoder().network, batch)
+
+
+# --- Embeddings -------------------------------------------------------------------------
+
+
+def test_embed_gives_one_unit_length_512_float_vector_per_picture():
+    vectors = get_encoder().embed([picture(0), picture(1), picture(2)])
+
+    assert vectors.shape == (3, 512)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.dot(vectors[0], vectors[1]) < 1 - 1e-4  # different pictures, different vectors
+
+
+def test_embed_of_nothing_is_an_empty_batch():
+    assert get_encoder().embed([]).shape == (0, 512)
+
+
+def test_a_pictures_vector_does_not_depend_on_the_rest_of_its_batch():
+    encoder = get_encoder()
+
+    alone = encoder.embed([picture(0)])
+    in_a_batch = encoder.embed([picture(5), picture(0), picture(6)])
+
+    np.testing.assert_allclose(in_a_batch[1], alone[0], atol=1e-5)
+
+
+def test_same_seed_gives_the_same_network_and_another_seed_a_different_one(batch, configured_features):
+    seed = settings.EMBEDDING_RANDOM_SEED
+
+    again = features(build_network("random", seed), batch)
+    other = features(build_network("random", seed + 1), batch)
+
+    torch.testing.assert_close(again, configured_features, rtol=0, atol=0)
+    assert (other - configured_features).abs().max() > 1e-2
+
+
+# --- Weights files ----------------------------------------------------------------------
+
+
+def test_saved_state_dict_loads_back_to_the_same_network(tmp_path, batch, configured_features):
+    path = tmp_path / "resnet18.pth"
+    torch.save(get_encoder().network.state_dict(), path)
+
+    # The seed argument is irrelevant once weights come from a file.
+    loaded = features(build_network(str(path), settings.EMBEDDING_RANDOM_SEED + 7), batch)
+
+    torch.testing.assert_close(loaded, configured_features)
+    assert model_identity(str(path)) == "resnet18/file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def test_fine_tuned_checkpoint_with_another_classifier_loads(tmp_path, batch):
+    # A ResNet18 trained on ten classes of one's own: only the discarded classifier differs.
+    torch.manual_seed(7)
+    network = resnet18(num_classes=10)
+    path = tmp_path / "fine-tuned.pth"
+    torch.save({"epoch": 3, "state_dict": network.state_dict()}, path)
+
+    loaded = features(build_network(str(path), 0), batch)
+
+    network.fc = torch.nn.Identity()
+    network.eval()
+    torch.testing.assert_close(loaded, features(network, batch))
+
+
+def test_identity_follows_the_file_contents(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.manual_seed(3)
+    torch.save(resnet18().state_dict(), path)
+    before = model_identity(str(path))
+
+    torch.manual_seed(4)
+    torch.save(resnet18().state_dict(), path)
+    stat = path.stat()
+    # A person replaces a file seconds later, not within the file system's clock tick.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+
+    assert model_identity(str(path)) != before
+    assert model_identity(str(path)) == "resnet18/file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def test_identity_follows_the_configured_seed(settings):
+    settings.EMBEDDING_WEIGHTS = "random"
+    settings.EMBEDDING_RANDOM_SEED = 7
+
+    assert model_identity() == "resnet18/random-seed7"
+    assert model_identity(seed=8) != model_identity()
+
+
+def test_missing_weights_file_says_which_setting_to_fix(tmp_path):
+    path = str(tmp_path / "nowhere.pth")
+
+    with pytest.raises(WeightsUnavailable, match="EMBEDDING_WEIGHTS") as identity_error:
+        model_identity(path)
+    with pytest.raises(WeightsUnavailable, match="EMBEDDING_WEIGHTS") as build_error:
+        build_network(path, 0)
+
+    assert path in str(identity_error.value)
+    assert path in str(build_error.value)
+
+
+def garbage(path):
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8).tobytes())
+
+
+def text(path):
+    path.write_text("not weights\n")
+
+
+def a_tensor(path):
+    torch.save(torch.zeros(3), path)
+
+
+def another_architecture(path):
+    torch.save(resnet50().state_dict(), path)
+
+
+def another_naming(path):
+    # Saved from nn.DataParallel: every key carries a "module." prefix.
+    torch.save({f"module.{key}": value for key, value in resnet18().state_dict().items()}, path)
+
+
+@pytest.mark.parametrize("write", [garbage, text, a_tensor, another_architecture, another_naming])
+def test_unusable_weights_file_is_explained(tmp_path, write):
+    path = tmp_path / "weights.pth"
+    write(path)
+
+    with pytest.raises(WeightsUnavailable) as raised:
+        build_network(str(path), 0)
+
+    assert str(path) in str(raised.value)
+
+
+def test_unavailable_imagenet_weights_explain_every_way_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+
+    with pytest.raises(WeightsUnavailable) as raised:
+        build_network("imagenet", 0)
+
+    message = str(raised.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert "EMBEDDING_WEIGHTS=random" in message
+
+
+def test_encoder_uses_the_configured_identity():
+    encoder = get_encoder()
+
+    assert isinstance(encoder, Encoder)
+    assert encoder.identity == model_identity()
