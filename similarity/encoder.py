@@ -147,13 +147,16 @@ class Encoder:
         return self.embed_tensors(torch.stack([self.preprocess(image) for image in images]))
 
 
-@functools.cache
 def get_encoder() -> Encoder:
-    """The process's encoder, loaded on first use."""
+    """The process's encoder for the configured weights, loaded on first use."""
+    return _load_encoder(settings.EMBEDDING_WEIGHTS, settings.EMBEDDING_RANDOM_SEED, model_identity())
+
+
+@functools.lru_cache(maxsize=2)
+def _load_encoder(weights: str, seed: int, identity: str) -> Encoder:
+    # Keyed by the identity too: a weights file replaced in place is a different model.
     threads = settings.EMBEDDING_TORCH_THREADS or _available_cpus()
     torch.set_num_threads(threads)
-    weights, seed = settings.EMBEDDING_WEIGHTS, settings.EMBEDDING_RANDOM_SEED
-    identity = model_identity(weights, seed)
     network = build_network(weights, seed)
     # The weights' own preprocessing: resize 256, centre crop 224, ImageNet mean and std.
     transform = ResNet18_Weights.IMAGENET1K_V1.transforms()

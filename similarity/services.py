@@ -193,11 +193,11 @@ def embeddings_compute(*, image_ids: Iterable[int], fill_batch: bool = True) -> 
     return result
 
 
-def images_needing_embedding(*, stale_after: timedelta | None = None):
+def images_needing_embedding():
     """Images a worker should be working on but nobody is: queued long ago, or stuck."""
     now = timezone.now()
-    pending_after = stale_after or timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
-    processing_after = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    pending_after = timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
+    processing_after = timedelta(seconds=settings.EMBEDDING_SWEEP_PROCESSING_AFTER)
     return Image.objects.filter(
         Q(embedding_status=Image.Status.PENDING, status_changed_at__lt=now - pending_after)
         | Q(embedding_status=Image.Status.PROCESSING, status_changed_at__lt=now - processing_after)

@@ -62,7 +62,7 @@ def clean_media_root():
     shutil.rmtree(media_root, ignore_errors=True)
     media_root.mkdir(parents=True, exist_ok=True)
     yield media_root
-    shutil.rmtree(media_root, ignore_errors=True)
+    shutil.rmtree(media_root.parent, ignore_errors=True)
 
 
 # --- Users ----------------------------------------------------------------------------
@@ -111,6 +111,7 @@ class WorkerProcess:
             "DJANGO_SETTINGS_MODULE": "imagerec.settings.test",
             "DATABASE_URL": database_url_for_workers(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "IMAGEREC_TEST_SESSION": settings.TEST_SESSION,
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -25,6 +25,8 @@ STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 ADMIN_PASSWORD = env("ADMIN_PASSWORD", default="")
 # Production only: seconds browsers should insist on HTTPS (0 until TLS is proven).
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Tests only: names this test session's database, media folder and queue (default: its pid).
+TEST_SESSION_ID = env("IMAGEREC_TEST_SESSION", default="")
 # Where the embedded PostgreSQL and Redis keep their data when the URLs above are unset.
 IMAGEREC_DATA_DIR = Path(env("IMAGEREC_DATA_DIR", default=str(BASE_DIR / ".devdata")))
 
@@ -44,7 +46,7 @@ EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
 # A poison image stops after this many attempts instead of looping forever.
 EMBEDDING_MAX_ATTEMPTS = env.int("EMBEDDING_MAX_ATTEMPTS", default=5)
 # The sweeper re-queues images still pending after this many seconds (lost message, broker
-# outage during the upload); processing ones once the task's hard time limit has passed.
+# outage during the upload); processing ones after EMBEDDING_SWEEP_PROCESSING_AFTER (below).
 EMBEDDING_SWEEP_PENDING_AFTER = env.int("EMBEDDING_SWEEP_PENDING_AFTER", default=120)
 EMBEDDING_SWEEP_INTERVAL = env.float("EMBEDDING_SWEEP_INTERVAL", default=60.0)
 
@@ -188,6 +190,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A stuck batch is stopped; the soft limit lets the task mark its images failed first.
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+# An image still "processing" this long after its claim lost its worker: the sweeper frees it.
+EMBEDDING_SWEEP_PROCESSING_AFTER = env.int("EMBEDDING_SWEEP_PROCESSING_AFTER", default=CELERY_TASK_TIME_LIMIT + 60)
 # Redis redelivers an unacknowledged message after this long (a worker killed mid-task).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900),

@@ -2,7 +2,11 @@
 
 The embedded servers for tests keep their data under ``<data dir>/test`` so a test run
 never touches the data of a running ``make run``. Given URLs are used as they are.
+Each test session has its own database, media folder and task queue, so two sessions
+side by side (and the worker processes each one starts) never see each other's work.
 """
+
+import os
 
 from imagerec import devservices
 
@@ -11,6 +15,7 @@ from .base import (
     CELERY_BROKER_URL,
     DATABASE_URL,
     IMAGEREC_DATA_DIR,
+    TEST_SESSION_ID,
     embedded_databases,
     persistent_connections,
 )
@@ -28,6 +33,10 @@ if not CELERY_BROKER_URL:
 EMBEDDING_WEIGHTS = "random"
 EMBEDDING_RANDOM_SEED = 0
 
-# A fixed place, so the worker processes that end-to-end tests start share it.
-MEDIA_ROOT = TEST_DATA_DIR / "media"
+# Worker processes started by a test inherit the session id, so they share these.
+TEST_SESSION = TEST_SESSION_ID or str(os.getpid())
+for _database in DATABASES.values():
+    _database.setdefault("TEST", {})["NAME"] = f"test_imagerec_{TEST_SESSION}"
+MEDIA_ROOT = TEST_DATA_DIR / "sessions" / TEST_SESSION / "media"
+CELERY_TASK_DEFAULT_QUEUE = f"embeddings-test-{TEST_SESSION}"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
