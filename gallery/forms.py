@@ -20,8 +20,8 @@ class MultipleFileField(forms.FileField):
 class ImageUploadForm(forms.Form):
     files = MultipleFileField(
         label="Images",
-        help_text="Choose one image or many (JPEG, PNG, WebP, GIF, BMP or TIFF).",
-        widget=MultipleFileInput(attrs={"accept": "image/*"}),
+        help_text="Choose one image or many (JPEG, PNG, WebP, GIF, BMP or TIFF), or zip archives of them.",
+        widget=MultipleFileInput(attrs={"accept": "image/*,.zip,application/zip"}),
     )
     caption = forms.CharField(
         required=False,

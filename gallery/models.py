@@ -1,8 +1,15 @@
+import os
 import uuid
+from dataclasses import dataclass
+from functools import cached_property
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+# Widths of the derived pictures: a gallery card is about 300 CSS pixels wide, so 320 for
+# ordinary screens and 640 for dense ones (srcset lets the browser choose).
+RENDITION_WIDTHS = (320, 640)
 
 
 def image_upload_to(instance: "Image", filename: str) -> str:
@@ -26,6 +33,30 @@ class ImageQuerySet(models.QuerySet):
 
     def failed(self):
         return self.filter(embedding_status=Image.Status.FAILED)
+
+    def with_renditions(self):
+        """Thumbnails in one extra query, whatever the number of images."""
+        return self.prefetch_related("renditions")
+
+    def without_renditions(self):
+        """Images missing at least one of the rendition widths."""
+        missing = models.Q()
+        for spec in RENDITION_WIDTHS:
+            missing |= ~models.Exists(Rendition.objects.filter(image=models.OuterRef("pk"), spec=spec))
+        return self.filter(missing)
+
+    def possible_duplicates(self):
+        return self.filter(near_duplicate_of__isnull=False)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """What an <img> needs: a source, a srcset for dense screens, and the intrinsic size."""
+
+    src: str
+    width: int
+    height: int
+    srcset: str = ""
 
 
 class Image(models.Model):
@@ -55,6 +86,13 @@ class Image(models.Model):
     embedding_attempts = models.PositiveSmallIntegerField(default=0)
     status_changed_at = models.DateTimeField(default=timezone.now)
 
+    # Set once the embedding exists: the nearest neighbour, when it is nearly the same picture.
+    near_duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Another image this one looks almost exactly like (nearest neighbour).",
+    )
+    near_duplicate_similarity = models.FloatField(null=True, blank=True)
+
     objects = ImageQuerySet.as_manager()
 
     class Meta:
@@ -67,3 +105,63 @@ class Image(models.Model):
     @property
     def title(self) -> str:
         return str(self)
+
+    @cached_property
+    def _renditions_by_width(self) -> list[tuple[int, int, str]]:
+        """(width, height, url) of each distinct rendition size, smallest first.
+
+        Reads ``renditions.all()``, so prefetch them (``with_renditions()``) when showing many.
+        """
+        by_width = {}
+        for rendition in sorted(self.renditions.all(), key=lambda rendition: rendition.spec):
+            by_width.setdefault(rendition.width, (rendition.width, rendition.height, rendition.file.url))
+        return sorted(by_width.values())
+
+    @property
+    def thumbnail(self) -> Thumbnail:
+        """For cards: the smallest rendition, the larger ones in srcset; the original until they exist."""
+        sizes = self._renditions_by_width
+        if not sizes:
+            return Thumbnail(src=self.file.url, width=self.width, height=self.height)
+        width, height, url = sizes[0]
+        return Thumbnail(src=url, width=width, height=height, srcset=", ".join(f"{u} {w}w" for w, _, u in sizes))
+
+    @property
+    def picture(self) -> Thumbnail:
+        """For the image's own page: the original, with the renditions offered to smaller screens."""
+        sizes = self._renditions_by_width
+        if not sizes:
+            return Thumbnail(src=self.file.url, width=self.width, height=self.height)
+        width, height, _ = sizes[-1]  # the renditions are upright (EXIF applied): their shape is right
+        candidates = [f"{u} {w}w" for w, _, u in sizes]
+        # The stored width and height are the file's; turned by EXIF, they swap.
+        turned = (width < height) != (self.width < self.height)
+        original_width = self.height if turned else self.width
+        if original_width > width:
+            candidates.append(f"{self.file.url} {original_width}w")
+        return Thumbnail(src=self.file.url, width=width, height=height, srcset=", ".join(candidates))
+
+
+def rendition_upload_to(instance: "Rendition", filename: str) -> str:
+    """Named after the original's generated name, so the two are easy to match on disk."""
+    stem = os.path.splitext(os.path.basename(instance.image.file.name))[0] or uuid.uuid4().hex
+    return f"renditions/{timezone.now():%Y/%m}/{stem}-{instance.spec}.jpg"
+
+
+class Rendition(models.Model):
+    """A smaller, re-encoded copy of an image for pages (EXIF, GPS included, left behind)."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="renditions")
+    spec = models.PositiveSmallIntegerField(help_text="The width asked for, in pixels.")
+    file = models.FileField(upload_to=rendition_upload_to, max_length=255)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            # A redelivered or concurrent task cannot add a second copy.
+            models.UniqueConstraint(fields=["image", "spec"], name="gallery_rendition_unique_per_spec"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.spec}px rendition of image {self.image_id}"

@@ -1,5 +1,8 @@
 """Reads for the gallery pages."""
 
+from collections.abc import Iterable
+
+from django.db.models import prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
@@ -7,7 +10,14 @@ from .models import Image
 
 
 def image_list():
-    return Image.objects.newest_first()
+    return Image.objects.newest_first().with_renditions()
+
+
+def images_prefetch_renditions(*, images: Iterable[Image]) -> None:
+    """Load the thumbnails of images already in hand, in one query however many there are."""
+    images = [image for image in images if image is not None]
+    if images:
+        prefetch_related_objects(images, "renditions")
 
 
 def image_get(*, image_id: int) -> Image:

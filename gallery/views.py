@@ -50,7 +50,9 @@ class ImageDetailView(DetailView):
         context["k"] = k
         vector = embedding_for(image=self.object)
         context["has_embedding"] = vector is not None
-        context["similar_images"] = images_similar_to(image=self.object, k=k, vector=vector) if vector is not None else []
+        similar = images_similar_to(image=self.object, k=k, vector=vector) if vector is not None else []
+        selectors.images_prefetch_renditions(images=[self.object, *(item.image for item in similar)])
+        context["similar_images"] = similar
         return context
 
 

@@ -53,6 +53,10 @@ EMBEDDING_SWEEP_INTERVAL = env.float("EMBEDDING_SWEEP_INTERVAL", default=60.0)
 # Upload limits (bytes, pixels). Larger files or images are refused with a clear message.
 IMAGE_MAX_UPLOAD_BYTES = env.int("IMAGE_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=100_000_000)
+# Zip archives uploaded in the admin: most entries, and most bytes once uncompressed (counted
+# while decompressing: declared sizes can lie). Either limit refuses the whole archive.
+ZIP_MAX_MEMBERS = env.int("ZIP_MAX_MEMBERS", default=1000)
+ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=1024 * 1024 * 1024)
 
 # Nearest-neighbour search: candidates the HNSW index visits per query (recall vs speed).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=40)
@@ -204,6 +208,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BEAT_SCHEDULE = {
     "sweep-images-needing-embedding": {
         "task": "similarity.tasks.sweep_images",
+        "schedule": EMBEDDING_SWEEP_INTERVAL,
+    },
+    "sweep-images-needing-renditions": {
+        "task": "gallery.tasks.sweep_renditions",
         "schedule": EMBEDDING_SWEEP_INTERVAL,
     },
 }

@@ -83,13 +83,22 @@ def test_same_bytes_again_are_refused_naming_the_existing_image(staff_client, ma
 
 def test_a_mixed_upload_adds_the_good_files_and_reports_the_rest(staff_client, make_upload):
     post_files(staff_client, [make_upload(1)])
+    first = Image.objects.get()
     response = post_files(staff_client, [make_upload(1), make_upload(2), upload("notes.jpg", b"plain text")])
-    assert response.status_code == 302
+    # A result page lists every file, since not all of them got in.
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/gallery/image/upload_result.html"
     assert Image.objects.count() == 2
-    messages = " | ".join(str(message) for message in response.wsgi_request._messages)
-    assert "photo-2.jpg: added" in messages
-    assert "photo-1.jpg: not added" in messages
-    assert "notes.jpg: refused" in messages
+    added = Image.objects.get(original_name="photo-2.jpg")
+    rows = {outcome.name: outcome for outcome in response.context["outcomes"]}
+    assert rows["photo-2.jpg"].status == "added" and rows["photo-2.jpg"].image == added
+    assert rows["photo-1.jpg"].status == "duplicate" and rows["photo-1.jpg"].duplicate_of == first
+    assert rows["notes.jpg"].status == "refused"
+    html = response.content.decode()
+    assert "1 added, 1 already in the gallery, 1 refused." in html
+    assert reverse("admin:gallery_image_change", args=[added.pk]) in html
+    assert f'duplicate of image <a href="{reverse("admin:gallery_image_change", args=[first.pk])}">{first.pk}</a>' in html
+    assert "refused: The file is not an image that can be read" in html
 
 
 def test_change_list_shows_thumbnail_status_and_counts(staff_client, image_factory):

@@ -1,0 +1,107 @@
+"""manage.py import_images: a folder in, a summary out; running it again adds nothing."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from gallery.models import Image
+from tests.conftest import encode, photo_like
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "to-import"
+    (root / "trip" / "day-2").mkdir(parents=True)
+    (root / "harbour_at-dawn.jpg").write_bytes(encode(photo_like(1, (64, 48))))
+    (root / "market.png").write_bytes(encode(photo_like(2, (64, 48)), "PNG"))
+    (root / "copy-of-market.png").write_bytes(encode(photo_like(2, (64, 48)), "PNG"))
+    (root / "notes.txt").write_text("not a picture")
+    (root / ".hidden.jpg").write_bytes(encode(photo_like(3, (64, 48))))
+    (root / "trip" / "bridge.jpg").write_bytes(encode(photo_like(4, (64, 48))))
+    (root / "trip" / "day-2" / "bridge.jpg").write_bytes(encode(photo_like(5, (64, 48))))
+    return root
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("import_images", *map(str, args), stdout=out, verbosity=0)
+    return out.getvalue()
+
+
+def test_import_twice_adds_once_and_says_what_happened(folder, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = run(folder)
+    assert "Imported 2 new image(s); 1 already in the gallery; 1 refused." in first
+    assert "refused (1): The file is not an image that can be read" in first and "notes.txt" in first
+    assert set(Image.objects.values_list("original_name", "caption")) == {
+        ("harbour_at-dawn.jpg", "harbour at dawn"),
+        ("copy-of-market.png", "copy of market"),
+    }
+    assert all(image.embedding_status == Image.Status.PENDING for image in Image.objects.all())
+    assert len(callbacks) >= 1  # embeddings and thumbnails queued once the rows are committed
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        second = run(folder)
+    assert "Imported 0 new image(s); 3 already in the gallery; 1 refused." in second
+    assert Image.objects.count() == 2
+    assert callbacks == []
+
+
+def test_recursive_import_with_captions_from_a_csv(folder, tmp_path):
+    captions = tmp_path / "captions.csv"
+    captions.write_text(
+        "file name,caption\n"
+        "harbour_at-dawn.jpg,The harbour before sunrise\n"
+        "trip/day-2/bridge.jpg,\"The bridge, second day\"\n"
+        "bridge.jpg,A bridge\n"
+        "gone.jpg,Not in the folder\n",
+        encoding="utf-8",
+    )
+    output = run(folder, "--recursive", "--captions", captions)
+    assert "Imported 4 new image(s)" in output
+    assert "1 caption row(s) named no file" in output
+    assert dict(Image.objects.values_list("original_name", "caption").filter(original_name="harbour_at-dawn.jpg")) == {
+        "harbour_at-dawn.jpg": "The harbour before sunrise"
+    }
+    assert set(Image.objects.filter(original_name="bridge.jpg").values_list("caption", flat=True)) == {
+        "The bridge, second day",  # matched by its path
+        "A bridge",  # matched by its name
+    }
+
+
+def test_embeddings_are_queued_in_batches_while_importing(folder, settings, django_capture_on_commit_callbacks):
+    settings.EMBEDDING_BATCH_SIZE = 2
+    with django_capture_on_commit_callbacks() as callbacks:
+        run(folder, "--recursive")
+    assert Image.objects.count() == 4
+    assert len(callbacks) == 2
+
+
+def test_files_over_the_size_limit_are_refused_without_reading_them(folder, settings):
+    settings.IMAGE_MAX_UPLOAD_BYTES = 100
+    output = run(folder)
+    assert "Imported 0 new image(s)" in output
+    assert "The file is too large" in output and "the limit is 100\xa0bytes" in output
+
+
+def test_a_folder_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(CommandError, match="is not a folder"):
+        run(tmp_path / "nowhere")
+
+
+def test_a_captions_file_with_one_column_is_an_error(folder, tmp_path):
+    captions = tmp_path / "captions.csv"
+    captions.write_text("harbour_at-dawn.jpg\n")
+    with pytest.raises(CommandError, match="row 1 needs two columns"):
+        run(folder, "--captions", captions)
+    assert Image.objects.count() == 0
+
+
+def test_progress_bar_and_summary_on_the_terminal(folder, capsys):
+    out = StringIO()
+    call_command("import_images", str(folder), stdout=out)
+    assert "Importing" in capsys.readouterr().err
+    assert "Imported 2 new image(s)" in out.getvalue()

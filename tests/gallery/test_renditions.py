@@ -1,0 +1,166 @@
+"""Thumbnails: made once, re-encoded without metadata, shown with srcset, removed with the image."""
+
+import io
+import os
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from PIL import Image as PILImage
+
+from gallery.models import RENDITION_WIDTHS, Image, Rendition
+from gallery.services import image_create, image_renditions_create, renditions_sweep
+from gallery.tasks import create_renditions
+from tests.conftest import encode, photo_like, upload
+
+pytestmark = pytest.mark.django_db
+
+GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+
+
+def photo_with_gps(size=(800, 600), orientation=1) -> bytes:
+    """A JPEG that carries a location and, optionally, an EXIF rotation."""
+    exif = PILImage.Exif()
+    exif[ORIENTATION] = orientation
+    exif[0x010F] = "Camera maker"
+    exif.get_ifd(GPS_IFD).update({1: "N", 2: (51.0, 30.0, 0.0), 3: "W", 4: (0.0, 7.0, 0.0)})
+    return encode(photo_like(11, size), "JPEG", exif=exif.tobytes())
+
+
+def stored_image(content: bytes, name="photo.jpg") -> Image:
+    return image_create(upload=upload(name, content), enqueue=False)
+
+
+def test_renditions_are_scaled_and_stripped_of_exif_and_gps():
+    image = stored_image(photo_with_gps())
+    assert PILImage.open(image.file.path).getexif().get_ifd(GPS_IFD)  # the original keeps it
+
+    renditions = image_renditions_create(image=image)
+
+    assert sorted((r.spec, r.width, r.height) for r in renditions) == [(320, 320, 240), (640, 640, 480)]
+    for rendition in renditions:
+        with PILImage.open(rendition.file.path) as picture:
+            assert picture.format == "JPEG" and picture.size == (rendition.width, rendition.height)
+            assert not picture.getexif() and "exif" not in picture.info
+        assert rendition.file.name.startswith("renditions/")
+        assert "photo" not in rendition.file.name
+
+
+def test_rotated_photo_renditions_are_upright():
+    image = stored_image(photo_with_gps(size=(800, 600), orientation=6))  # "rotate 90° clockwise"
+    renditions = {r.spec: r for r in image_renditions_create(image=image)}
+    assert (renditions[320].width, renditions[320].height) == (320, 427)
+
+
+def test_renditions_are_made_once():
+    image = stored_image(photo_with_gps())
+    first = image_renditions_create(image=image)
+    names = sorted(rendition.file.name for rendition in first)
+
+    assert image_renditions_create(image=image) == []
+    assert create_renditions([image.pk]) == {"created": 0, "failed": 0}
+    assert sorted(image.renditions.values_list("file", flat=True)) == names
+
+
+def test_small_images_are_not_enlarged():
+    image = stored_image(encode(photo_like(3, (64, 48))))
+    image_renditions_create(image=image)
+    assert set(image.renditions.values_list("width", "height")) == {(64, 48)}
+    image = Image.objects.with_renditions().get(pk=image.pk)
+    assert image.thumbnail.srcset.count("64w") == 1  # one candidate per real width
+
+
+def test_a_missing_file_is_reported_and_skipped():
+    broken = stored_image(encode(photo_like(1, (64, 48))), "broken.jpg")
+    fine = stored_image(encode(photo_like(2, (64, 48))), "fine.jpg")
+    broken.file.storage.delete(broken.file.name)
+    assert create_renditions([broken.pk, fine.pk]) == {"created": len(RENDITION_WIDTHS), "failed": 1}
+    assert not broken.renditions.exists()
+
+
+def test_the_sweeper_queues_ready_images_without_renditions(image_factory):
+    old = "2000-01-01T00:00:00Z"
+    waiting = image_factory(1, status=Image.Status.READY, created_at=old)
+    image_factory(2, status=Image.Status.READY)  # just uploaded: its own task is on the way
+    image_factory(3, status=Image.Status.FAILED, created_at=old)  # does not decode
+    done = image_factory(4, status=Image.Status.READY, created_at=old)
+    image_renditions_create(image=done)
+    assert list(Image.objects.ready().without_renditions().filter(created_at=old)) == [waiting]
+    assert renditions_sweep() == 1
+
+
+def test_an_upload_queues_its_follow_up_work_once_committed(
+    staff_client, make_upload, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        staff_client.post(reverse("admin:gallery_image_add"), {"files": [make_upload(1), make_upload(2)]})
+    assert len(callbacks) == 1  # embeddings and renditions for both images, after the commit
+    assert not Rendition.objects.exists()  # never made in the request
+
+
+def test_gallery_shows_renditions_with_srcset_and_falls_back_to_the_original(client, image_factory):
+    waiting = image_factory(1)
+    made = stored_image(encode(photo_like(2, (1000, 750))))
+    image_renditions_create(image=made)
+    html = client.get("/").content.decode()
+
+    small, large = (made.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
+    assert f'src="{small.file.url}"' in html
+    assert f'srcset="{small.file.url} {small.width}w, {large.file.url} {large.width}w"' in html
+    assert f'width="{small.width}" height="{small.height}"' in html
+    # Not made yet: the original, with its own size.
+    assert f'src="{waiting.file.url}"' in html
+
+
+def test_gallery_queries_do_not_depend_on_the_page_size(client, image_factory, settings):
+    for seed in range(8):
+        image_renditions_create(image=image_factory(seed))
+    counts = {}
+    for page_size in (2, 8):
+        settings.GALLERY_PAGE_SIZE = page_size
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/")
+        assert len(response.context["images"]) == page_size
+        counts[page_size] = len(queries)
+    assert counts[2] == counts[8] <= 3, counts
+
+
+def test_deleting_an_image_removes_its_file_and_renditions_after_commit(
+    image_factory, django_capture_on_commit_callbacks
+):
+    image = image_factory(1)
+    image_renditions_create(image=image)
+    paths = [image.file.path] + [rendition.file.path for rendition in image.renditions.all()]
+    assert len(paths) == 1 + len(RENDITION_WIDTHS)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        image.delete()
+    assert all(PILImage.open(path) for path in paths)  # nothing gone before the commit
+    assert not Rendition.objects.exists()
+    for callback in callbacks:
+        callback()
+    assert not any(os.path.exists(path) for path in paths)
+
+
+def test_admin_list_uses_the_small_rendition(staff_client, image_factory):
+    image = image_factory(1)
+    image_renditions_create(image=image)
+    html = staff_client.get(reverse("admin:gallery_image_changelist")).content.decode()
+    assert image.renditions.get(spec=RENDITION_WIDTHS[0]).file.url in html
+
+
+def test_exif_helper_really_embeds_gps():
+    with PILImage.open(io.BytesIO(photo_with_gps())) as picture:
+        assert picture.getexif().get_ifd(GPS_IFD)[1] == "N"
+
+
+def test_image_page_offers_renditions_and_the_original_to_the_browser(client):
+    image = stored_image(encode(photo_like(2, (1000, 750))))
+    image_renditions_create(image=image)
+    html = client.get(reverse("gallery:image-detail", args=[image.pk])).content.decode()
+    small, large = (image.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
+    expected = f"{small.file.url} 320w, {large.file.url} 640w, {image.file.url} 1000w"
+    assert f'srcset="{expected}"' in html
+    assert 'width="640" height="480"' in html
