@@ -215,3 +215,32 @@ def embeddings_sweep() -> int:
         )
         embeddings_publish(image_ids=image_ids)
     return len(image_ids)
+
+
+def near_duplicates_mark(*, image_ids: Iterable[int]) -> int:
+    """Flag images whose nearest neighbour is at least NEAR_DUPLICATE_THRESHOLD similar.
+
+    The flag points to that neighbour, and the neighbour, if it has no flag of its own, gets
+    one pointing back: a pair is listed together whichever of the two was embedded first.
+    An image no longer that close to anything loses its flag. Returns how many are flagged.
+    """
+    from .identity import model_identity
+    from .selectors import images_similar_to
+
+    identity = model_identity()
+    threshold = settings.NEAR_DUPLICATE_THRESHOLD
+    flagged = 0
+    for image in Image.objects.filter(pk__in=list(image_ids)).order_by("pk"):
+        nearest = images_similar_to(image=image, k=1, identity=identity)
+        if nearest and nearest[0].similarity >= threshold:
+            neighbour, similarity = nearest[0].image, nearest[0].similarity
+            Image.objects.filter(pk=image.pk).update(
+                near_duplicate_of=neighbour, near_duplicate_similarity=similarity
+            )
+            Image.objects.filter(pk=neighbour.pk, near_duplicate_of__isnull=True).update(
+                near_duplicate_of=image, near_duplicate_similarity=similarity
+            )
+            flagged += 1
+        elif image.near_duplicate_of_id is not None:
+            Image.objects.filter(pk=image.pk).update(near_duplicate_of=None, near_duplicate_similarity=None)
+    return flagged

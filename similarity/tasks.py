@@ -26,6 +26,7 @@ def embed_images(image_ids: list[int]) -> dict:
     """Embed these images (and other waiting ones, up to a batch)."""
     try:
         result = services.embeddings_compute(image_ids=image_ids)
+        services.near_duplicates_mark(image_ids=result.ready)
     except SoftTimeLimitExceeded:
         reason = f"Embedding took longer than {settings.CELERY_TASK_SOFT_TIME_LIMIT} seconds."
         services.images_mark_failed(failures={image_id: reason for image_id in image_ids})

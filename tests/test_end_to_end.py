@@ -1,10 +1,13 @@
 """Admin upload -> broker -> a real Celery worker process -> pgvector -> recommendation pages."""
 
+import io
+import zipfile
+
 import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
 
-from gallery.models import Image
+from gallery.models import Image, Rendition
 from similarity.models import Embedding
 from tests.conftest import encode, photo_like, upload, wait_for
 
@@ -65,3 +68,28 @@ def test_an_image_whose_file_vanished_ends_failed_with_a_reason(staff_client, wo
     assert image.embedding_error == "The stored file is missing."
     page = staff_client.get(reverse("gallery:image-detail", args=[image.pk])).content.decode()
     assert "could not be processed" in page
+
+
+def test_a_zip_and_a_resized_copy_get_thumbnails_and_the_copy_is_flagged(staff_client, worker):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for seed in (1, 6):
+            archive.writestr(f"scenes/scene-{seed}.jpg", encode(photo_like(seed, (480, 360))))
+    files = [
+        upload("scenes.zip", buffer.getvalue(), "application/zip"),
+        upload("scene-1-copy.jpg", resized_recompressed(1)),
+    ]
+    response = staff_client.post(reverse("admin:gallery_image_add"), {"files": files})
+    assert [outcome.status for outcome in response.context["outcomes"]] == ["added"] * 3
+    wait_for(all_ready(3), timeout=90, message="three images to be embedded")
+    wait_for(lambda: Rendition.objects.count() == 6, timeout=30, message="thumbnails for three images")
+
+    original, unrelated, copy = (
+        Image.objects.get(original_name=name) for name in ("scene-1.jpg", "scene-6.jpg", "scene-1-copy.jpg")
+    )
+    assert copy.near_duplicate_of == original, copy.near_duplicate_similarity
+    assert copy.near_duplicate_similarity > 0.98
+    assert unrelated.near_duplicate_of is None
+    html = staff_client.get(reverse("admin:gallery_image_changelist") + "?possible_duplicate=yes").content.decode()
+    assert f"possible duplicate of <a href=\"{reverse('admin:gallery_image_change', args=[original.pk])}\">" in html
+    assert "scene-6.jpg" not in html

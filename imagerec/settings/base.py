@@ -57,6 +57,8 @@ IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=100_000_000)
 # while decompressing: declared sizes can lie). Either limit refuses the whole archive.
 ZIP_MAX_MEMBERS = env.int("ZIP_MAX_MEMBERS", default=1000)
 ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=1024 * 1024 * 1024)
+# An image whose nearest neighbour is at least this similar is flagged "possible duplicate".
+NEAR_DUPLICATE_THRESHOLD = env.float("NEAR_DUPLICATE_THRESHOLD", default=0.97)
 
 # Nearest-neighbour search: candidates the HNSW index visits per query (recall vs speed).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=40)
