@@ -1,0 +1,386 @@
+"""Nearest-neighbour search as the site runs it: loading, HNSW builds, recall, latency, throughput.
+
+Storage layouts compared, each in its own table with the site's columns:
+
+- ``vector``: ``vector(512)`` as migrated. A 2,056-byte value is over PostgreSQL's 2 kB
+  TOAST threshold, so every row's vector lives out of line in the TOAST table.
+- ``vector_plain``: the same type with ``SET STORAGE PLAIN``, so the vector stays in the row.
+- ``halfvec``: ``halfvec(512)``, 1,032 bytes, in the row by default.
+
+Every query is the SQL that ``similarity.selectors.images_similar_to`` sends (read from the
+ORM, only the table name swapped), over a connection with the site's options.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+
+import common
+from common import log
+
+LAYOUTS = {
+    "vector": {"type": "vector(512)", "opclass": "vector_cosine_ops", "plain": False, "half": False},
+    "vector_plain": {"type": "vector(512)", "opclass": "vector_cosine_ops", "plain": True, "half": False},
+    "halfvec": {"type": "halfvec(512)", "opclass": "halfvec_cosine_ops", "plain": False, "half": True},
+}
+SITE_INDEX = (16, 64)
+K = 10
+
+
+def layout_table(layout: str) -> str:
+    return f"bench_embedding_{layout}"
+
+
+def neighbour_sql(table: str) -> str:
+    """The selector's nearest-neighbour SQL, taken from the ORM, pointed at ``table``."""
+    from pgvector.django import CosineDistance
+
+    from similarity.models import Embedding
+
+    queryset = (
+        Embedding.objects.for_model("identity")
+        .exclude(image_id=0)
+        .annotate(distance=CosineDistance("vector", np.zeros(common.DIMENSIONS)))
+        .order_by("distance")
+        .select_related("image")
+        .defer("vector")[:K]
+    )
+    sql, _ = queryset.query.sql_with_params()
+    return sql.replace('"similarity_embedding"', f'"{table}"')
+
+
+def vector_literal(vector) -> str:
+    from similarity.models import Embedding
+
+    return Embedding._meta.get_field("vector").get_prep_value(vector)
+
+
+class QuerySet:
+    """The images whose neighbours are asked for, and their vectors as the site sends them."""
+
+    def __init__(self, vectors: np.ndarray, count: int, seed: int = 7):
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(len(vectors), size=min(count, len(vectors)), replace=False) + 1
+        self.image_ids = sorted(int(i) for i in chosen)
+        self.literals = [vector_literal(vectors[i - 1]) for i in self.image_ids]
+
+    def params(self, identity: str):
+        return [(literal, identity, image_id) for literal, image_id in zip(self.literals, self.image_ids)]
+
+
+def run_queries(connection, sql: str, params: list, *, exact: bool = False, repeat_warm: bool = True):
+    """Latency of each query (seconds) and the neighbour ids it returned."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_indexscan = %s", ["off" if exact else "on"])
+        if repeat_warm and not exact:
+            for row in params:
+                cursor.execute(sql, row)
+                cursor.fetchall()
+        latencies, found = [], []
+        for row in params:
+            start = time.perf_counter()
+            cursor.execute(sql, row)
+            rows = cursor.fetchall()
+            latencies.append(time.perf_counter() - start)
+            found.append([r[1] for r in rows])
+    return latencies, found
+
+
+def exact_neighbours(vectors: np.ndarray, image_ids: list[int]) -> list[list[int]]:
+    """The true k nearest images by cosine, in float32, the query image excluded."""
+    truth = []
+    for begin in range(0, len(image_ids), 50):
+        ids = np.array(image_ids[begin : begin + 50])
+        similarities = vectors @ vectors[ids - 1].T
+        similarities[ids - 1, np.arange(len(ids))] = -np.inf
+        top = np.argpartition(-similarities, K, axis=0)[:K]
+        for column in range(len(ids)):
+            order = top[np.argsort(-similarities[top[:, column], column]), column]
+            truth.append([int(i) + 1 for i in order])
+    return truth
+
+
+def recall_at_k(found: list[list[int]], truth: list[list[int]]) -> float:
+    pairs = list(zip(found, truth))
+    hits = sum(len(set(f[:K]) & set(t[:K])) for f, t in pairs)
+    return round(hits / sum(min(K, len(t)) for _, t in pairs), 4)
+
+
+def _client(sql, params, ef_search, start_at, stop_at, offset, queue):
+    import common as shared
+
+    connection = shared.connect(ef_search=ef_search)
+    latencies = []
+    with connection.cursor() as cursor:
+        for row in params[:20]:
+            cursor.execute(sql, row)
+            cursor.fetchall()
+        while time.time() < start_at:
+            time.sleep(0.001)
+        index = offset
+        while time.time() < stop_at:
+            begin = time.perf_counter()
+            cursor.execute(sql, params[index % len(params)])
+            cursor.fetchall()
+            latencies.append(time.perf_counter() - begin)
+            index += 1
+    connection.close()
+    queue.put(latencies)
+
+
+def run_clients(sql: str, params: list, *, ef_search: int, clients: int, seconds: float) -> dict:
+    """Queries per second and latency with ``clients`` connections querying flat out."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    start_at = time.time() + 1.0 + 0.2 * clients
+    stop_at = start_at + seconds
+    workers = [
+        context.Process(
+            target=_client, args=(sql, params, ef_search, start_at, stop_at, i * len(params) // clients, queue)
+        )
+        for i in range(clients)
+    ]
+    for worker in workers:
+        worker.start()
+    latencies = []
+    for _ in workers:
+        latencies += queue.get()
+    for worker in workers:
+        worker.join()
+    return {"clients": clients, "qps": round(len(latencies) / seconds, 1), **common.summary_ms(latencies)}
+
+
+def relation_sizes(cursor, table: str) -> dict:
+    cursor.execute(
+        "SELECT pg_relation_size(oid), CASE WHEN reltoastrelid = 0 THEN 0 ELSE pg_relation_size(reltoastrelid) END"
+        " FROM pg_class WHERE relname = %s",
+        [table],
+    )
+    heap, toast = cursor.fetchone()
+    return {"heap_mb": round(heap / 2**20, 1), "toast_mb": round(toast / 2**20, 1)}
+
+
+def table_create(cursor, layout: str) -> str:
+    spec = LAYOUTS[layout]
+    table = layout_table(layout)
+    cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    cursor.execute(f"CREATE TABLE {table} (LIKE similarity_embedding INCLUDING DEFAULTS)")
+    if spec["half"]:
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN vector TYPE {spec['type']}")
+    if spec["plain"]:
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN vector SET STORAGE PLAIN")
+    return table
+
+
+def index_build(cursor, table: str, layout: str, m: int, ef_construction: int, rows: int) -> dict:
+    name = f"{table}_hnsw"
+    cursor.execute(f"DROP INDEX IF EXISTS {name}")
+    cursor.execute("SET maintenance_work_mem = %s", [common.build_maintenance_work_mem(rows)])
+    cursor.execute("SET max_parallel_maintenance_workers = 1")
+    start = time.perf_counter()
+    cursor.execute(
+        f"CREATE INDEX {name} ON {table} USING hnsw (vector {LAYOUTS[layout]['opclass']}) "
+        f"WITH (m = {m}, ef_construction = {ef_construction})"
+    )
+    seconds = time.perf_counter() - start
+    cursor.execute("RESET maintenance_work_mem")
+    cursor.execute("SELECT pg_relation_size(%s)", [name])
+    size = cursor.fetchone()[0]
+    # Read the new index into shared buffers, as a running site would have it.
+    cursor.execute("SELECT pg_prewarm(%s)", [name])
+    return {"m": m, "ef_construction": ef_construction, "build_s": round(seconds, 2), "index_mb": round(size / 2**20, 1)}
+
+
+# --- Loading the site's table ------------------------------------------------------------------
+
+
+def site_table_load(connection, vectors: np.ndarray, identity: str, *, naive: bool) -> dict:
+    """Load similarity_embedding the fast way (binary COPY, HNSW built afterwards) and, when
+    asked, the naive way (ORM bulk_create with the index in place) first, for comparison."""
+    from similarity.models import Embedding
+
+    result = {"rows": len(vectors)}
+    with connection.cursor() as cursor:
+        if naive:
+            cursor.execute("TRUNCATE similarity_embedding")
+            start = time.perf_counter()
+            batch = 1000
+            for begin in range(0, len(vectors), batch):
+                Embedding.objects.bulk_create(
+                    [
+                        Embedding(image_id=begin + i + 1, model_identity=identity, vector=vector)
+                        for i, vector in enumerate(vectors[begin : begin + batch])
+                    ]
+                )
+            result["naive_bulk_create_s"] = round(time.perf_counter() - start, 2)
+            log(f"  naive bulk_create with the index in place: {result['naive_bulk_create_s']} s")
+
+        cursor.execute("TRUNCATE similarity_embedding")
+        cursor.execute("DROP INDEX IF EXISTS similarity_embedding_hnsw")
+        start = time.perf_counter()
+        common.copy_embeddings(cursor, "similarity_embedding", vectors, identity)
+        result["copy_s"] = round(time.perf_counter() - start, 2)
+        cursor.execute("SELECT setval(pg_get_serial_sequence('similarity_embedding', 'id'), %s)", [len(vectors)])
+        build = index_build(cursor, "similarity_embedding", "vector", *SITE_INDEX, rows=len(vectors))
+        # index_build names the index after the table, as the migration does.
+        result["index_s"] = build["build_s"]
+        result["index_mb"] = build["index_mb"]
+        start = time.perf_counter()
+        cursor.execute("ANALYZE similarity_embedding")
+        result["analyze_s"] = round(time.perf_counter() - start, 2)
+        result["copy_total_s"] = round(result["copy_s"] + result["index_s"] + result["analyze_s"], 2)
+        log(f"  binary COPY {result['copy_s']} s + HNSW build {result['index_s']} s")
+    return result
+
+
+def site_path_latency(queries: QuerySet, identity: str, count: int = 100) -> dict:
+    """The whole selector as a page calls it: fetch the vector, then the index scan, through the ORM."""
+    from gallery.models import Image
+    from similarity.selectors import images_similar_to
+
+    images = list(Image.objects.filter(pk__in=queries.image_ids[:count]))
+    for image in images:
+        images_similar_to(image=image, k=K, identity=identity)
+    latencies = []
+    for image in images:
+        start = time.perf_counter()
+        images_similar_to(image=image, k=K, identity=identity)
+        latencies.append(time.perf_counter() - start)
+    return common.summary_ms(latencies)
+
+
+def incremental_insert(identity: str, vectors: np.ndarray, count: int = 20) -> dict:
+    """One new image and its vector stored the site's way, into the indexed table."""
+    from django.db import connection as django_connection
+
+    from gallery.models import Image
+    from similarity.services import embeddings_store
+
+    latencies, created = [], []
+    for i in range(count):
+        start = time.perf_counter()
+        image = Image.objects.create(
+            file=f"images/bench/new-{i}.jpg", original_name=f"new-{i}.jpg", format="JPEG", width=640,
+            height=480, file_size=120000, sha256=f"new-{time.time_ns()}-{i}",
+        )
+        embeddings_store(vectors_by_image={image.pk: vectors[i]}, identity=identity)
+        latencies.append(time.perf_counter() - start)
+        created.append(image.pk)
+    Image.objects.filter(pk__in=created).delete()
+    with django_connection.cursor() as cursor:
+        cursor.execute("VACUUM similarity_embedding")
+    return common.summary_ms(latencies)
+
+
+# --- One data set size ------------------------------------------------------------------------
+
+
+def run_size(
+    n: int,
+    *,
+    sweep: list[tuple[int, int]],
+    chosen: tuple[int, int],
+    layouts: list[str],
+    ef_values: list[int],
+    query_count: int,
+    exact_count: int,
+    seconds: float,
+    naive: bool,
+) -> dict:
+    from django.db import connection as django_connection
+
+    from similarity.identity import model_identity
+
+    identity = model_identity()
+    result = {"n": n, "k": K, "identity": identity}
+    log(f"{n:,} vectors: generating")
+    vectors = common.EmbeddingDistribution().sample(n)
+
+    django_connection.ensure_connection()
+    connection = common.connect()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        for layout in LAYOUTS:
+            cursor.execute(f"DROP TABLE IF EXISTS {layout_table(layout)}")
+        cursor.execute("TRUNCATE gallery_image RESTART IDENTITY CASCADE")
+        start = time.perf_counter()
+        common.images_insert(cursor, n)
+        cursor.execute("ANALYZE gallery_image")
+        result["images_insert_s"] = round(time.perf_counter() - start, 2)
+        result["machine"] = common.machine_description(cursor)
+
+    log(f"{n:,}: loading similarity_embedding")
+    result["load"] = site_table_load(connection, vectors, identity, naive=naive)
+
+    queries = QuerySet(vectors, query_count)
+    params = queries.params(identity)
+    exact_params = params[:exact_count]
+    result["queries"] = len(params)
+    result["exact_queries"] = len(exact_params)
+
+    truth = exact_neighbours(vectors, queries.image_ids)
+    result["layouts"] = {}
+    for layout in layouts:
+        spec = LAYOUTS[layout]
+        entry = result["layouts"][layout] = {"type": spec["type"], "storage": "plain" if spec["plain"] else "default"}
+        with connection.cursor() as cursor:
+            table = table_create(cursor, layout)
+            start = time.perf_counter()
+            common.copy_embeddings(cursor, table, vectors, identity, half=spec["half"])
+            entry["copy_s"] = round(time.perf_counter() - start, 2)
+            cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+            cursor.execute(f"VACUUM ANALYZE {table}")
+            entry.update(relation_sizes(cursor, table))
+            cursor.execute(f"SELECT pg_prewarm('{table}')")
+            cursor.execute(f"SELECT reltoastrelid FROM pg_class WHERE relname = '{table}'")
+            toast = cursor.fetchone()[0]
+            if toast:
+                cursor.execute(f"SELECT pg_prewarm({toast}::regclass)")
+        sql = neighbour_sql(table)
+        log(f"{n:,} {layout}: exact search ({len(exact_params)} queries, index disabled)")
+        run_queries(connection, sql, exact_params[:3], exact=True)
+        latencies, found = run_queries(connection, sql, exact_params, exact=True)
+        entry["exact"] = common.summary_ms(latencies)
+        # Agreement of the index-disabled search with float32 brute force (1.0 for vector).
+        entry["exact"]["recall"] = recall_at_k(found, truth)
+        log(f"  exact p50 {entry['exact']['p50_ms']} ms")
+
+        entry["indexes"] = []
+        configs = sweep if layout == layouts[0] and sweep else [chosen]
+        if chosen not in configs:
+            configs = [*configs, chosen]
+        for m, ef_construction in configs:
+            with connection.cursor() as cursor:
+                build = index_build(cursor, table, layout, m, ef_construction, rows=n)
+            log(f"  HNSW m={m} ef_construction={ef_construction}: {build['build_s']} s, {build['index_mb']} MB")
+            build["ef_search"] = []
+            for ef_search in ef_values:
+                ef_connection = common.connect(ef_search=ef_search)
+                latencies, found = run_queries(ef_connection, sql, params)
+                ef_connection.close()
+                point = {
+                    "ef_search": ef_search,
+                    "recall": recall_at_k(found, truth),
+                    **common.summary_ms(latencies),
+                }
+                point["speedup_vs_exact"] = round(entry["exact"]["p50_ms"] / point["p50_ms"], 1)
+                if (m, ef_construction) == chosen:
+                    point["throughput"] = [
+                        run_clients(sql, params, ef_search=ef_search, clients=clients, seconds=seconds)
+                        for clients in (1, 2)
+                    ]
+                build["ef_search"].append(point)
+                log(f"    ef_search={ef_search}: recall {point['recall']}, p50 {point['p50_ms']} ms")
+            entry["indexes"].append(build)
+        if layout != layouts[-1]:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE {table}")
+
+    log(f"{n:,}: the selector through the ORM, and one new image")
+    result["site_path"] = site_path_latency(queries, identity)
+    result["incremental_insert"] = incremental_insert(identity, common.EmbeddingDistribution(seed=1).sample(20))
+    connection.close()
+    return result

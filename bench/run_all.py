@@ -1,0 +1,141 @@
+"""Run the query-side benchmarks and rewrite docs/benchmarks.md with its plots.
+
+    .venv/bin/python bench/run_all.py                    # 10k, 100k, 1M (make bench)
+    .venv/bin/python bench/run_all.py --quick            # 10k, short runs
+    .venv/bin/python bench/run_all.py --sizes 1000000    # one size; the others' results are kept
+    .venv/bin/python bench/run_all.py --report-only
+
+Index parameters are swept at --sweep-size; larger sizes build only the configuration the
+sweep recommends (storage layout and m / ef_construction), smaller ones the site's own.
+Results accumulate in bench/out/results.json, keyed by size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import common
+from common import log
+
+
+def parse_pairs(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(x) for x in pair.split("/")) for pair in text.split(",") if pair]
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=parse_ints, default=None, help="vector counts, e.g. 10000,100000,1000000")
+    parser.add_argument("--quick", action="store_true", help="10k only, fewer queries, short load runs")
+    parser.add_argument("--sweep-size", type=int, default=100_000, help="size at which index parameters are swept")
+    parser.add_argument("--sweep", type=parse_pairs, default=parse_pairs("8/32,16/64,16/128,24/128"),
+                        help="m/ef_construction pairs swept at --sweep-size")
+    parser.add_argument("--ef-search", type=parse_ints, default=parse_ints("20,40,80,160,320"))
+    parser.add_argument("--layouts", default="vector,vector_plain,halfvec",
+                        help="storage layouts compared up to --sweep-size")
+    parser.add_argument("--large-layouts", default="",
+                        help="layouts above --sweep-size (default: the recommended one)")
+    parser.add_argument("--queries", type=int, default=200, help="query images per size")
+    parser.add_argument("--exact-queries", type=int, default=100, help="of which timed as exact search (≤100k)")
+    parser.add_argument("--exact-queries-large", type=int, default=30, help="exact searches above 100k")
+    parser.add_argument("--seconds", type=float, default=5, help="duration of each throughput run")
+    parser.add_argument("--naive-max", type=int, default=100_000, help="largest size that also times bulk_create")
+    parser.add_argument("--page-size", type=int, default=100_000, help="size at which pages are loaded")
+    parser.add_argument("--page-seconds", type=float, default=10)
+    parser.add_argument("--page-connections", type=parse_ints, default=parse_ints("1,2,4,8,16"))
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--skip-pages", action="store_true")
+    parser.add_argument("--skip-precompute", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--keep-server", action="store_true", help="leave the bench PostgreSQL running")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.sizes = options.sizes or [10_000]
+        options.sweep_size = min(options.sizes)
+        options.sweep = parse_pairs("16/64,16/128")
+        options.ef_search = parse_ints("20,40,80")
+        options.queries, options.exact_queries = 50, 20
+        options.seconds, options.page_seconds = 2, 3
+        options.page_size = min(options.sizes)
+        options.page_connections = parse_ints("1,4,8")
+        options.naive_max = 10_000
+    options.sizes = options.sizes or [10_000, 100_000, 1_000_000]
+    return options
+
+
+def main(argv=None) -> int:
+    options = arguments(argv if argv is not None else sys.argv[1:])
+    import report
+
+    common.django_setup()
+    results = common.results_load()
+    if options.report_only:
+        report.write(results)
+        log(f"wrote {common.DOCS_FILE.relative_to(common.ROOT)}")
+        return 0
+
+    import nn
+
+    results["run"] = {
+        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": "bench/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    results.setdefault("sizes", {})
+    try:
+        common.cluster_configure()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        for n in sorted(options.sizes):
+            large = n > options.sweep_size
+            choice = report.recommend(results) if large else None
+            chosen = (choice["m"], choice["ef_construction"]) if choice else nn.SITE_INDEX
+            if large:
+                layouts = options.large_layouts.split(",") if options.large_layouts else [
+                    choice["layout"] if choice else "vector"
+                ]
+            else:
+                layouts = options.layouts.split(",")
+            results["sizes"][str(n)] = nn.run_size(
+                n,
+                sweep=options.sweep if n == options.sweep_size else [],
+                chosen=chosen,
+                layouts=layouts,
+                ef_values=options.ef_search,
+                query_count=options.queries,
+                exact_count=options.exact_queries if n <= 100_000 else options.exact_queries_large,
+                seconds=options.seconds,
+                naive=n <= options.naive_max,
+            )
+            common.results_save(results)
+            if n == options.page_size and not options.skip_pages:
+                import pages
+
+                results["pages"] = pages.run(
+                    n, workers=options.workers, connection_levels=options.page_connections,
+                    seconds=options.page_seconds,
+                )
+                common.results_save(results)
+        if not options.skip_precompute:
+            import precompute
+
+            small = [n for n in sorted(options.sizes) if n <= 100_000]
+            if small:
+                results["precompute"] = precompute.run(small, memory_limit_gib=8)
+                common.results_save(results)
+    finally:
+        if not options.keep_server:
+            common.cluster_stop()
+    report.write(results)
+    log(f"wrote {common.DOCS_FILE.relative_to(common.ROOT)} and {common.PLOTS_DIR.relative_to(common.ROOT)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
