@@ -28,7 +28,7 @@ def embed_images(image_ids: list[int]) -> dict:
         result = services.embeddings_compute(image_ids=image_ids)
         services.near_duplicates_mark(image_ids=result.ready)
     except SoftTimeLimitExceeded:
-        reason = f"Embedding took longer than {settings.CELERY_TASK_SOFT_TIME_LIMIT} seconds."
+        reason = f"Embedding took longer than the {settings.CELERY_TASK_SOFT_TIME_LIMIT}-second limit."
         services.images_mark_failed(failures={image_id: reason for image_id in image_ids})
         logger.error("Soft time limit hit for images %s", image_ids)
         return {"failed": image_ids}

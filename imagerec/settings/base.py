@@ -194,6 +194,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per process: a batch is already the unit of work.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A stuck batch is stopped; the soft limit lets the task mark its images failed first.
+# The limits travel in each message, taken from the sender's settings: give the web
+# processes and the workers the same values.
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # An image still "processing" this long after its claim lost its worker: the sweeper frees it.

@@ -113,3 +113,27 @@ def test_a_database_restart_while_the_worker_is_busy_loses_nothing(start_worker)
         message="every image to be embedded after the database restart",
     )
     assert_each_embedded_exactly_once(image_ids)
+
+
+def test_a_batch_over_the_soft_time_limit_is_marked_failed_with_the_reason(start_worker):
+    from similarity.tasks import embed_images
+
+    start_worker(
+        extra_env={"CELERY_TASK_SOFT_TIME_LIMIT": "1", "CELERY_TASK_TIME_LIMIT": "60", "EMBEDDING_BATCH_SIZE": "96"}
+    )
+    image_ids = [
+        image_create(upload=upload(f"slow-{seed}.jpg", encode(photo_like(seed, (800, 600)))), enqueue=False).pk
+        for seed in range(300, 396)
+    ]
+    # One task with more work than a second allows. Time limits travel in the message, set
+    # by the sender from its settings; this sender asks for the short ones explicitly.
+    embed_images.apply_async(args=[image_ids], soft_time_limit=1, time_limit=60)
+
+    wait_for(
+        lambda: Image.objects.failed().count() == len(image_ids),
+        timeout=90,
+        message="the over-long batch to be marked failed",
+    )
+    reasons = set(Image.objects.values_list("embedding_error", flat=True))
+    assert reasons == {"Embedding took longer than the 1-second limit."}
+    assert Embedding.objects.count() == 0
