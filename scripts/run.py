@@ -82,19 +82,19 @@ def main() -> int:
         say(f"Port {PORT} on {HOST} is already in use: stop what runs there, or set PORT=8001.")
         return 1
 
-    started_here = []
-    if not env.get("DATABASE_URL"):
-        running = devservices.postgres_running(data_dir)
-        say(f"PostgreSQL + pgvector (embedded, data in {data_dir / 'postgres'}) ...")
-        devservices.postgres_start(data_dir)
-        if not running:
-            started_here.append("postgres")
-    if not env.get("CELERY_BROKER_URL"):
-        running = devservices.redis_running(data_dir)
-        say(f"Redis (embedded, data in {data_dir / 'redis'}) ...")
-        devservices.redis_start(data_dir)
-        if not running:
-            started_here.append("redis")
+    # Embedded servers for what is not configured; stopped at the end only if started here.
+    embedded = [
+        ("PostgreSQL + pgvector", "DATABASE_URL", "postgres", devservices.postgres_running, devservices.postgres_start, devservices.postgres_stop),
+        ("Redis", "CELERY_BROKER_URL", "redis", devservices.redis_running, devservices.redis_start, devservices.redis_stop),
+    ]
+    to_stop = []
+    for name, variable, folder, running, start, stop_service in embedded:
+        if env.get(variable):
+            continue
+        say(f"{name} (embedded, data in {data_dir / folder}) ...")
+        if not running(data_dir):
+            to_stop.append((name, stop_service))
+        start(data_dir)
 
     choose_weights(env)
     worker = server = None
@@ -151,12 +151,9 @@ def main() -> int:
     finally:
         stop(server, "web server", timeout=10)
         stop(worker, "worker (it finishes its current batch)")
-        if "redis" in started_here:
-            say("Stopping Redis ...")
-            devservices.redis_stop(data_dir)
-        if "postgres" in started_here:
-            say("Stopping PostgreSQL ...")
-            devservices.postgres_stop(data_dir)
+        for name, stop_service in reversed(to_stop):
+            say(f"Stopping {name} ...")
+            stop_service(data_dir)
         say("Stopped." if not interrupted else "Stopped (signal).")
 
 
