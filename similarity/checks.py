@@ -1,0 +1,51 @@
+"""Say early, and plainly, when the configured weights cannot be loaded.
+
+``manage.py check`` (and so runserver and migrate) warns; a Celery worker refuses to start
+with the same instructions, instead of failing image after image.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core import checks
+
+from .identity import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_cached, imagenet_weights_path
+from .identity import model_identity
+
+logger = logging.getLogger(__name__)
+
+
+def weights_problem() -> str | None:
+    """Why the configured weights cannot be used, or None. Never imports torch."""
+    if settings.EMBEDDING_WEIGHTS == "imagenet" and not imagenet_weights_cached():
+        return (
+            f"The ImageNet weights for ResNet18 are not in the torch hub cache ({imagenet_weights_path()}). "
+            f"Workers download them when online; offline, copy {IMAGENET_WEIGHTS_URL} there, or set "
+            "EMBEDDING_WEIGHTS to a saved state dict, or EMBEDDING_WEIGHTS=random for a demo."
+        )
+    try:
+        model_identity()
+    except WeightsUnavailable as error:
+        return str(error)
+    return None
+
+
+@checks.register()
+def check_embedding_weights(app_configs, **kwargs):
+    problem = weights_problem()
+    return [checks.Warning(problem, id="similarity.W001")] if problem else []
+
+
+def refuse_to_start_without_weights(**kwargs):
+    """celery worker_init: load the network once (downloading if allowed), or stop."""
+    if weights_problem() is None:
+        return
+    from .encoder import get_encoder
+
+    try:
+        get_encoder()
+    except WeightsUnavailable as error:
+        logger.critical("The worker cannot start: %s", error)
+        raise SystemExit(1) from None
