@@ -20,6 +20,8 @@ from PIL import UnidentifiedImageError
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
 ORIGINAL_NAME_MAX_LENGTH = 200
+EXIF_ORIENTATION = 0x0112
+ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # a quarter turn: width and height swap
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ def _decode_fully(upload, max_pixels: int) -> tuple[str, int, int]:
                     )
                 if width * height > max_pixels:
                     raise PILImage.DecompressionBombError("too many pixels")
+                if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_ORIENTATIONS:
+                    # Shown upright, as the pages and the embedding see it.
+                    width, height = height, width
                 if image_format == "JPEG":
                     # Decoding at reduced scale still reads every byte, so truncation shows,
                     # but costs a fraction of a full-size decode.

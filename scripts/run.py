@@ -43,6 +43,9 @@ def choose_weights(env: dict) -> None:
         say(f"Embedding weights: ImageNet ({imagenet_weights_path()})")
         return
     env["EMBEDDING_WEIGHTS"] = "random"
+    # Untrained features crowd together: unrelated demo images score about 0.96-0.98,
+    # resized copies 0.99 and above, so only the stricter threshold means "duplicate".
+    env.setdefault("NEAR_DUPLICATE_THRESHOLD", "0.99")
     say(
         "ImageNet weights for ResNet18 not found, so this demo runs on RANDOM weights\n"
         "    (similarities reflect colour and texture, not content; every page says so).\n"

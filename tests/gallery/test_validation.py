@@ -49,6 +49,17 @@ def test_valid_png_is_described():
     assert uploaded.read() == content
 
 
+def test_a_photo_taken_sideways_is_described_upright():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    content = image_bytes("JPEG", size=(64, 48), exif=exif.tobytes())
+
+    facts = inspect_image(upload("sideways.jpg", content))
+
+    # Pages lay the picture out upright, so its recorded size is the upright one.
+    assert (facts.width, facts.height) == (48, 64)
+
+
 @pytest.mark.parametrize(
     ("image_format", "mode", "options"),
     [

@@ -10,7 +10,7 @@ from gallery.models import Image
 from similarity.identity import WeightsUnavailable, model_identity
 from similarity.models import Embedding
 from similarity.selectors import images_stale_for
-from similarity.services import embeddings_compute, embeddings_publish, images_mark_pending
+from similarity.services import embeddings_compute, embeddings_publish, images_mark_pending, near_duplicates_mark
 
 
 class Command(BaseCommand):
@@ -68,6 +68,7 @@ class Command(BaseCommand):
             for start in range(0, len(image_ids), batch_size):
                 chunk = image_ids[start : start + batch_size]
                 result = embeddings_compute(image_ids=chunk, fill_batch=False)
+                near_duplicates_mark(image_ids=result.ready)
                 done += len(result.ready)
                 failed.update(result.failed)
                 skipped += len(result.skipped)
