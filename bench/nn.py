@@ -202,7 +202,7 @@ def site_table_load(connection, vectors: np.ndarray, identity: str, *, naive: bo
     asked, the naive way (ORM bulk_create with the index in place) first, for comparison."""
     from similarity.models import Embedding
 
-    result = {"rows": len(vectors)}
+    result = {"rows": len(vectors), "layout": "vector", "m": SITE_INDEX[0], "ef_construction": SITE_INDEX[1]}
     with connection.cursor() as cursor:
         if naive:
             cursor.execute("TRUNCATE similarity_embedding")
@@ -275,6 +275,22 @@ def incremental_insert(identity: str, vectors: np.ndarray, count: int = 20) -> d
     return common.summary_ms(latencies)
 
 
+def site_table_prepare(n: int) -> None:
+    """Just the site's tables at size n, loaded the fast way (for rerunning the page benchmark)."""
+    from similarity.identity import model_identity
+
+    vectors = common.EmbeddingDistribution().sample(n)
+    connection = common.connect()
+    with connection.cursor() as cursor:
+        for layout in LAYOUTS:
+            cursor.execute(f"DROP TABLE IF EXISTS {layout_table(layout)}")
+        cursor.execute("TRUNCATE gallery_image RESTART IDENTITY CASCADE")
+        common.images_insert(cursor, n)
+        cursor.execute("ANALYZE gallery_image")
+    site_table_load(connection, vectors, model_identity(), naive=False)
+    connection.close()
+
+
 # --- One data set size ------------------------------------------------------------------------
 
 
@@ -289,13 +305,19 @@ def run_size(
     exact_count: int,
     seconds: float,
     naive: bool,
+    site_table: bool = True,
+    throughput: bool = True,
 ) -> dict:
+    """Everything measured at one size. Without ``site_table`` the site's own table is left
+    empty (the largest size, to save building a second index there): the chosen layout's
+    load is timed instead, and the ORM path and the single insert are not measured."""
     from django.db import connection as django_connection
 
     from similarity.identity import model_identity
 
     identity = model_identity()
     result = {"n": n, "k": K, "identity": identity}
+    began = time.perf_counter()
     log(f"{n:,} vectors: generating")
     vectors = common.EmbeddingDistribution().sample(n)
 
@@ -312,8 +334,9 @@ def run_size(
         result["images_insert_s"] = round(time.perf_counter() - start, 2)
         result["machine"] = common.machine_description(cursor)
 
-    log(f"{n:,}: loading similarity_embedding")
-    result["load"] = site_table_load(connection, vectors, identity, naive=naive)
+    if site_table:
+        log(f"{n:,}: loading similarity_embedding")
+        result["load"] = site_table_load(connection, vectors, identity, naive=naive)
 
     queries = QuerySet(vectors, query_count)
     params = queries.params(identity)
@@ -331,8 +354,10 @@ def run_size(
             start = time.perf_counter()
             common.copy_embeddings(cursor, table, vectors, identity, half=spec["half"])
             entry["copy_s"] = round(time.perf_counter() - start, 2)
+            start = time.perf_counter()
             cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
             cursor.execute(f"VACUUM ANALYZE {table}")
+            entry["key_and_analyze_s"] = round(time.perf_counter() - start, 2)
             entry.update(relation_sizes(cursor, table))
             cursor.execute(f"SELECT pg_prewarm('{table}')")
             cursor.execute(f"SELECT reltoastrelid FROM pg_class WHERE relname = '{table}'")
@@ -367,7 +392,7 @@ def run_size(
                     **common.summary_ms(latencies),
                 }
                 point["speedup_vs_exact"] = round(entry["exact"]["p50_ms"] / point["p50_ms"], 1)
-                if (m, ef_construction) == chosen:
+                if (m, ef_construction) == chosen and throughput:
                     point["throughput"] = [
                         run_clients(sql, params, ef_search=ef_search, clients=clients, seconds=seconds)
                         for clients in (1, 2)
@@ -375,12 +400,22 @@ def run_size(
                 build["ef_search"].append(point)
                 log(f"    ef_search={ef_search}: recall {point['recall']}, p50 {point['p50_ms']} ms")
             entry["indexes"].append(build)
+            if not site_table and "load" not in result:
+                # The site's table is skipped at this size: the chosen layout's load is the one timed.
+                result["load"] = {
+                    "rows": n, "layout": layout, "m": m, "ef_construction": ef_construction,
+                    "copy_s": entry["copy_s"], "index_s": build["build_s"], "index_mb": build["index_mb"],
+                    "analyze_s": entry["key_and_analyze_s"],
+                    "copy_total_s": round(entry["copy_s"] + build["build_s"] + entry["key_and_analyze_s"], 2),
+                }
         if layout != layouts[-1]:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE {table}")
 
-    log(f"{n:,}: the selector through the ORM, and one new image")
-    result["site_path"] = site_path_latency(queries, identity)
-    result["incremental_insert"] = incremental_insert(identity, common.EmbeddingDistribution(seed=1).sample(20))
+    if site_table:
+        log(f"{n:,}: the selector through the ORM, and one new image")
+        result["site_path"] = site_path_latency(queries, identity)
+        result["incremental_insert"] = incremental_insert(identity, common.EmbeddingDistribution(seed=1).sample(20))
     connection.close()
+    result["wall_s"] = round(time.perf_counter() - began, 1)
     return result

@@ -9,7 +9,7 @@ is its own:
   its matrix needs 4 n^2 bytes, 37 GiB at 100k, so it runs only where that fits);
 - ``blocked``: the same result computed 2,048 rows at a time, the best this design can do.
 
-Run directly: ``python bench/precompute.py 10000 blocked`` prints one JSON line.
+``run()`` is called by run_all.py; each measurement is ``precompute.py N MODE VECTORS.npy``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def top_k_blocked(vectors: np.ndarray) -> np.ndarray:
     return result
 
 
-def measure(n: int, mode: str) -> dict:
-    vectors = common.EmbeddingDistribution().sample(n)
+def measure(n: int, mode: str, vectors_file: str) -> dict:
+    vectors = np.load(vectors_file)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     (top_k_full if mode == "full" else top_k_blocked)(vectors)
@@ -68,19 +68,24 @@ def measure(n: int, mode: str) -> dict:
 def run(sizes: list[int], memory_limit_gib: float) -> list[dict]:
     results = []
     for n in sizes:
+        # The child loads the vectors from a file, so generating them does not set its peak.
+        vectors_file = common.OUT_DIR / f"vectors-{n}.npy"
+        common.OUT_DIR.mkdir(parents=True, exist_ok=True)
+        np.save(vectors_file, common.EmbeddingDistribution().sample(n))
         for mode in ("full", "blocked"):
             matrix_gib = 4 * n * n / 2**30
             if mode == "full" and matrix_gib > memory_limit_gib:
                 results.append({"n": n, "mode": mode, "skipped": f"needs a {matrix_gib:.0f} GiB matrix"})
                 continue
             output = subprocess.run(
-                [sys.executable, __file__, str(n), mode], capture_output=True, text=True, check=True
+                [sys.executable, __file__, str(n), mode, str(vectors_file)], capture_output=True, text=True, check=True
             ).stdout
             results.append(json.loads(output.strip().splitlines()[-1]))
             common.log(f"precompute {mode} top-{K} at {n:,}: {results[-1]['seconds']} s, "
                        f"peak {results[-1]['peak_rss_mb']} MB")
+        vectors_file.unlink()
     return results
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(int(sys.argv[1]), sys.argv[2])))
+    print(json.dumps(measure(int(sys.argv[1]), sys.argv[2], sys.argv[3])))

@@ -41,9 +41,17 @@ def arguments(argv):
                         help="storage layouts compared up to --sweep-size")
     parser.add_argument("--large-layouts", default="",
                         help="layouts above --sweep-size (default: the recommended one)")
+    parser.add_argument("--large-site-table", action="store_true",
+                        help="above --sweep-size, also load similarity_embedding with the site's index")
+    parser.add_argument("--large-configs", type=parse_pairs, default=[],
+                        help="m/ef_construction pairs to build above --sweep-size (default: the recommended one)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add this run's index configurations to the size's earlier results")
     parser.add_argument("--queries", type=int, default=200, help="query images per size")
     parser.add_argument("--exact-queries", type=int, default=100, help="of which timed as exact search (≤100k)")
     parser.add_argument("--exact-queries-large", type=int, default=30, help="exact searches above 100k")
+    parser.add_argument("--throughput-min", type=int, default=100_000,
+                        help="smallest size with the one- and two-client throughput runs (the largest always has them)")
     parser.add_argument("--seconds", type=float, default=5, help="duration of each throughput run")
     parser.add_argument("--naive-max", type=int, default=100_000, help="largest size that also times bulk_create")
     parser.add_argument("--page-size", type=int, default=100_000, help="size at which pages are loaded")
@@ -52,6 +60,10 @@ def arguments(argv):
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--skip-pages", action="store_true")
     parser.add_argument("--skip-precompute", action="store_true")
+    parser.add_argument("--precompute-only", action="store_true",
+                        help="only the original design's precompute (no database), then the report")
+    parser.add_argument("--pages-only", action="store_true",
+                        help="load --page-size images the fast way and run only the page benchmark")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--keep-server", action="store_true", help="leave the bench PostgreSQL running")
     options = parser.parse_args(argv)
@@ -69,6 +81,14 @@ def arguments(argv):
     return options
 
 
+def record_run(results: dict, argv) -> None:
+    # Every invocation is listed: a report may combine sizes measured by separate runs.
+    results.setdefault("runs", []).append({
+        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": " ".join(["bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+    })
+
+
 def main(argv=None) -> int:
     options = arguments(argv if argv is not None else sys.argv[1:])
     import report
@@ -80,12 +100,37 @@ def main(argv=None) -> int:
         log(f"wrote {common.DOCS_FILE.relative_to(common.ROOT)}")
         return 0
 
+    if options.precompute_only:
+        import precompute
+
+        record_run(results, argv)
+        results["precompute"] = precompute.run([n for n in sorted(options.sizes) if n <= 100_000], memory_limit_gib=8)
+        common.results_save(results)
+        report.write(results)
+        return 0
+
     import nn
 
-    results["run"] = {
-        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "command": "bench/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
+    if options.pages_only:
+        import pages
+
+        record_run(results, argv)
+        try:
+            common.cluster_configure()
+            from django.core.management import call_command
+
+            call_command("migrate", verbosity=0)
+            nn.site_table_prepare(options.page_size)
+            results["pages"] = pages.run(options.page_size, workers=options.workers,
+                                         connection_levels=options.page_connections, seconds=options.page_seconds)
+            common.results_save(results)
+        finally:
+            if not options.keep_server:
+                common.cluster_stop()
+        report.write(results)
+        return 0
+
+    record_run(results, argv)
     results.setdefault("sizes", {})
     try:
         common.cluster_configure()
@@ -96,15 +141,17 @@ def main(argv=None) -> int:
             large = n > options.sweep_size
             choice = report.recommend(results) if large else None
             chosen = (choice["m"], choice["ef_construction"]) if choice else nn.SITE_INDEX
+            if large and options.large_configs:
+                chosen = options.large_configs[0]
             if large:
                 layouts = options.large_layouts.split(",") if options.large_layouts else [
                     choice["layout"] if choice else "vector"
                 ]
             else:
                 layouts = options.layouts.split(",")
-            results["sizes"][str(n)] = nn.run_size(
+            measured = nn.run_size(
                 n,
-                sweep=options.sweep if n == options.sweep_size else [],
+                sweep=options.sweep if n == options.sweep_size else (options.large_configs if large else []),
                 chosen=chosen,
                 layouts=layouts,
                 ef_values=options.ef_search,
@@ -112,7 +159,14 @@ def main(argv=None) -> int:
                 exact_count=options.exact_queries if n <= 100_000 else options.exact_queries_large,
                 seconds=options.seconds,
                 naive=n <= options.naive_max,
+                site_table=not large or options.large_site_table,
+                throughput=n >= options.throughput_min or n == max(options.sizes),
             )
+            earlier = results["sizes"].get(str(n))
+            if options.merge and earlier:
+                report.merge_indexes(earlier, measured)
+            else:
+                results["sizes"][str(n)] = measured
             common.results_save(results)
             if n == options.page_size and not options.skip_pages:
                 import pages
