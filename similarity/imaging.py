@@ -66,8 +66,10 @@ def load_rgb(source, *, draft: bool = True, max_pixels: int | None = None) -> Im
                         scale = DRAFT_MIN_SIDE / shorter
                         image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
                 image.load()
+                # Always a new image (transposed, or a copy), so its pixels outlive the
+                # file's closing without another copy.
                 upright = ImageOps.exif_transpose(image)
-                return _to_rgb(upright).copy()
+                return _to_rgb(upright)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise UndecodableImage(f"The image has too many pixels to process safely ({error}).") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:

@@ -3,13 +3,20 @@
 The worker's path is ``embeddings_compute``: claim images, decode them, run the encoder on
 the batch, store the vectors. Each step commits on its own so a crash at any point leaves
 rows that a later delivery or the sweeper completes; nothing is half-written.
+
+Decoding runs in a pool of threads (Pillow releases the GIL), one per CPU the worker process
+may use, so a batch decodes on all of them at once; a claim of several batches is a pipeline
+in which batch n+1 decodes while batch n is written to the database.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -117,16 +124,50 @@ def _claim(image_ids: list[int], *, fill_to: int) -> tuple[list[Image], list[int
     return claimed, skipped, gave_up
 
 
-def _decode(images: list[Image]) -> tuple[list[tuple[Image, object]], dict[int, str]]:
-    decoded, failures = [], {}
-    for image in images:
-        try:
-            with image.file.open("rb") as handle:
-                decoded.append((image, load_rgb(handle, max_pixels=settings.IMAGE_MAX_PIXELS)))
-        except UndecodableImage as error:
-            failures[image.pk] = str(error)
-        except FileNotFoundError:
-            failures[image.pk] = "The stored file is missing."
+@functools.cache
+def _decode_threads(count: int, pid: int) -> ThreadPoolExecutor:
+    """This process's decode threads (keyed by pid: a forked child makes its own)."""
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="decode")
+
+
+def _decode_one(image: Image, prepare: Callable | None) -> tuple[object, str | None, float]:
+    """(picture or prepared picture, failure reason, CPU seconds spent); runs in a decode thread."""
+    started = time.thread_time()
+    try:
+        with image.file.open("rb") as handle:
+            picture = load_rgb(handle, max_pixels=settings.IMAGE_MAX_PIXELS)
+        if prepare is not None:
+            picture = prepare(picture)
+    except UndecodableImage as error:
+        return None, str(error), time.thread_time() - started
+    except FileNotFoundError:
+        return None, "The stored file is missing.", time.thread_time() - started
+    return picture, None, time.thread_time() - started
+
+
+def _decode_start(images: list[Image], *, prepare: Callable | None = None, threads: int = 1) -> list[Future]:
+    """Start decoding in the background; ``_decode_finish`` collects the results in order."""
+    pool = _decode_threads(max(1, threads), os.getpid())
+    return [pool.submit(_decode_one, image, prepare) for image in images]
+
+
+def _decode_finish(images: list[Image], futures: list[Future]) -> tuple[list[tuple[Image, object]], dict[int, str], float]:
+    decoded, failures, cpu = [], {}, 0.0
+    for image, future in zip(images, futures):
+        picture, failure, seconds = future.result()
+        cpu += seconds
+        if failure is None:
+            decoded.append((image, picture))
+        else:
+            failures[image.pk] = failure
+    return decoded, failures, cpu
+
+
+def _decode(
+    images: list[Image], *, prepare: Callable | None = None, threads: int = 1
+) -> tuple[list[tuple[Image, object]], dict[int, str]]:
+    """Decode the images' files (then ``prepare`` each picture), in parallel, keeping their order."""
+    decoded, failures, _ = _decode_finish(images, _decode_start(images, prepare=prepare, threads=threads))
     return decoded, failures
 
 
@@ -151,45 +192,59 @@ def embeddings_store(*, vectors_by_image: dict[int, object], identity: str) -> N
 
 
 def embeddings_compute(*, image_ids: Iterable[int], fill_batch: bool = True) -> BatchResult:
-    """Embed the given images (plus other waiting ones, up to a batch) and store the vectors."""
+    """Embed the given images (plus other waiting ones, up to a claim) and store the vectors.
+
+    With ``fill_batch``, a task also claims other pending images: up to
+    EMBEDDING_CLAIM_BATCHES batches of EMBEDDING_BATCH_SIZE when the queue is deep, so later
+    tasks find their images done. Each batch is stored (and its images become ready) as soon
+    as it is through the network.
+    """
     from .encoder import get_encoder  # the worker's path only: torch stays out of web processes
 
     image_ids = list(image_ids)
     result = BatchResult()
-    fill_to = max(settings.EMBEDDING_BATCH_SIZE, len(image_ids)) if fill_batch else len(image_ids)
+    batch_size = settings.EMBEDDING_BATCH_SIZE
+    claim_size = batch_size * max(1, settings.EMBEDDING_CLAIM_BATCHES)
+    fill_to = max(claim_size, len(image_ids)) if fill_batch else len(image_ids)
+    started = time.perf_counter()
     claimed, result.skipped, gave_up = _claim(image_ids, fill_to=fill_to)
+    # Wall seconds of each step in this thread; decode_cpu: the decode threads' CPU time.
+    result.timings = timings = dict.fromkeys(("claim", "decode", "forward", "store", "decode_cpu"), 0.0)
+    timings["claim"] = time.perf_counter() - started
     if gave_up:
         images_mark_failed(failures=gave_up)
         result.failed.update(gave_up)
     if not claimed:
         return result
 
-    started = time.perf_counter()
     encoder = get_encoder()
-    decoded, failures = _decode(claimed)
-    batch = [encoder.preprocess(picture) for _, picture in decoded]
-    decoded_at = time.perf_counter()
-    if failures:
-        images_mark_failed(failures=failures)
-        result.failed.update(failures)
-    if not decoded:
-        return result
-
-    import torch
-
-    vectors = encoder.embed_tensors(torch.stack(batch))
-    embedded_at = time.perf_counter()
-    embeddings_store(
-        vectors_by_image={image.pk: vector for (image, _), vector in zip(decoded, vectors)},
-        identity=encoder.identity,
-    )
-    stored_at = time.perf_counter()
-    result.ready = [image.pk for image, _ in decoded]
-    result.timings = {
-        "decode": decoded_at - started,
-        "forward": embedded_at - decoded_at,
-        "store": stored_at - embedded_at,
-    }
+    batches = list(_chunks(claimed, batch_size))
+    in_flight = _decode_start(batches[0], prepare=encoder.pixels, threads=encoder.threads)
+    for index, batch in enumerate(batches):
+        waited = time.perf_counter()
+        decoded, failures, cpu = _decode_finish(batch, in_flight)
+        decoded_at = time.perf_counter()
+        if failures:
+            images_mark_failed(failures=failures)
+            result.failed.update(failures)
+        vectors = encoder.embed_pixels([pixels for _, pixels in decoded])
+        embedded_at = time.perf_counter()
+        if index + 1 < len(batches):
+            # The next batch decodes while this one is stored. Not during the forward pass:
+            # torch's threads already use every core the process has, and sharing them with
+            # the decode threads was measured slower than taking turns.
+            in_flight = _decode_start(batches[index + 1], prepare=encoder.pixels, threads=encoder.threads)
+        if decoded:
+            embeddings_store(
+                vectors_by_image={image.pk: vector for (image, _), vector in zip(decoded, vectors)},
+                identity=encoder.identity,
+            )
+            stored_at = time.perf_counter()
+            result.ready.extend(image.pk for image, _ in decoded)
+            timings["forward"] += embedded_at - decoded_at
+            timings["store"] += stored_at - embedded_at
+        timings["decode"] += decoded_at - waited
+        timings["decode_cpu"] += cpu
     return result
 
 

@@ -36,10 +36,10 @@ def embed_images(image_ids: list[int]) -> dict:
         if result.ready:
             times = result.timings
             logger.info(
-                "Embedded %d image(s) in %.3fs: claim %.3fs, decode %.3fs (threads busy %.3fs), "
+                "Embedded %d image(s) in %.3fs: claim %.3fs, decode %.3fs (threads' CPU %.3fs), "
                 "forward %.3fs, store %.3fs, near-duplicates %.3fs",
                 len(result.ready), time.perf_counter() - started, times["claim"], times["decode"],
-                times["decode_busy"], times["forward"], times["store"], time.perf_counter() - computed,
+                times["decode_cpu"], times["forward"], times["store"], time.perf_counter() - computed,
             )
     except SoftTimeLimitExceeded:
         reason = f"Embedding took longer than the {settings.CELERY_TASK_SOFT_TIME_LIMIT}-second limit."

@@ -40,7 +40,11 @@ GALLERY_PAGE_SIZE = env.int("GALLERY_PAGE_SIZE", default=12)
 EMBEDDING_WEIGHTS = env("EMBEDDING_WEIGHTS", default="imagenet")
 EMBEDDING_RANDOM_SEED = env.int("EMBEDDING_RANDOM_SEED", default=0)
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=16)
-# Threads torch may use in one worker process; 0 means "the CPUs this process may run on".
+# When many images wait, one task claims up to this many batches and pipelines them
+# (decoding the next while the network runs); fewer spreads a backlog over more workers.
+EMBEDDING_CLAIM_BATCHES = env.int("EMBEDDING_CLAIM_BATCHES", default=4)
+# Threads torch (and the decode pool) may use in one worker process; 0 means "this
+# process's share of the CPUs it may run on" (affinity and container quota / pool size).
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
 
 # A poison image stops after this many attempts instead of looping forever.
@@ -193,6 +197,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per process: a batch is already the unit of work.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Each pool process loads the network before it takes a task (similarity/worker.py), which
+# can outlast Celery's 4-second wait for a new process to report in.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-proc-alive-timeout
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = 120
 # A stuck batch is stopped; the soft limit lets the task mark its images failed first.
 # The limits travel in each message, taken from the sender's settings: give the web
 # processes and the workers the same values.
