@@ -262,6 +262,18 @@ def images_insert(cursor, n: int) -> None:
         [n],
     )
     cursor.execute("SELECT setval(pg_get_serial_sequence('gallery_image', 'id'), %s)", [n])
+    # Cards show thumbnails: give every image the renditions an upload would get, so pages
+    # read and render as many as on a real site.
+    cursor.execute("SELECT to_regclass('gallery_rendition') IS NOT NULL")
+    if cursor.fetchone()[0]:
+        cursor.execute(
+            """
+            INSERT INTO gallery_rendition (image_id, spec, file, width, height)
+            SELECT i, spec, 'renditions/bench/' || i || '-' || spec || '.jpg', spec, spec * 3 / 4
+            FROM generate_series(1, %s) AS i, (VALUES (320), (640)) AS specs (spec)
+            """,
+            [n],
+        )
 
 
 # --- Measuring ------------------------------------------------------------------------------

@@ -92,7 +92,11 @@ class Gunicorn:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -108,20 +112,20 @@ class Gunicorn:
                     if response.status == 200:
                         return
             except urllib.error.HTTPError as error:
-                self.stop()
                 raise RuntimeError(f"gunicorn answered {error.code}; is the bench database migrated?") from None
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError("gunicorn did not answer within 60 s")
 
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        os.unlink(self.log.name)
 
 
 def wrk(server: Gunicorn, path: str, images: int, connections: int, seconds: float, script: str) -> dict:
@@ -186,5 +190,6 @@ def run(images: int, *, workers: int, connection_levels: list[int], seconds: flo
             result[name] = runs
     finally:
         server.stop()
+        os.unlink(server.log.name)
         os.unlink(script.name)
     return result

@@ -535,7 +535,7 @@ def precompute_section(results: dict) -> str:
         "meant recomputing every list. Here that job is numpy on the same vectors (top 10, float32, "
         "in a child process): `full` forms the whole n × n similarity matrix, `blocked` 2,048 rows at a "
         "time. Against it, one new image here: an image row plus `similarity.services.embeddings_store` "
-        "into the indexed table (median of 20, measured in the same run).\n",
+        "into the indexed table (median of 20, measured in the run that measured that size's queries).\n",
         table(["images", "precompute", "seconds", "peak memory MB", "one insert here, p50 ms", "precompute / insert"],
               rows),
     ])
@@ -577,10 +577,11 @@ def write(results: dict) -> None:
         "Sizes: " + ", ".join(f"{run['n']:,}" for run in runs) + " vectors of 512 dimensions, each a gallery "
         "image row with its embedding.\n",
         "## Reproduce\n",
-        "```\nmake bench                                       # 10k, 100k and 1M\n"
-        ".venv/bin/python bench/run_all.py --quick       # 10k only, a few minutes\n"
-        ".venv/bin/python bench/run_all.py --sizes 100000 # one size; other sizes' results are kept\n"
-        ".venv/bin/python bench/run_all.py --report-only  # rewrite this page from bench/out/results.json\n```\n",
+        "```\nmake bench                                        # 10k, 100k and 1M\n"
+        ".venv/bin/python bench/run_all.py --quick          # 10k only, a few minutes\n"
+        ".venv/bin/python bench/run_all.py --sizes 100000   # one size; other sizes' results are kept\n"
+        ".venv/bin/python bench/run_all.py --pages-only     # the page benchmark alone (100k)\n"
+        ".venv/bin/python bench/run_all.py --report-only    # rewrite this page from bench/out/results.json\n```\n",
         "Wall time per size in the run shown here: "
         + ", ".join(f"{run['n']:,}: {run['wall_s'] / 60:.0f} min" for run in runs if "wall_s" in run)
         + " (pages and the precompute comparison come on top: about 4 and 2 minutes).\n\n"
