@@ -3,7 +3,7 @@
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from similarity.selectors import embedding_for, images_similar_to
+from similarity.selectors import images_similar_to
 
 from . import selectors
 from .views import requested_k
@@ -17,12 +17,11 @@ def image_json(image) -> dict:
 def similar_images_json(request, pk: int):
     """The image and its k nearest neighbours (?k= as on the page); a fixed number of queries."""
     image = selectors.image_get(image_id=pk)
-    vector = embedding_for(image=image)
     k = requested_k(request.GET.get("k"))
-    similar = [] if vector is None else images_similar_to(image=image, k=k, vector=vector)
+    similar = images_similar_to(image=image, k=k) if image.has_embedding else []
     return JsonResponse(
         {
-            "image": {**image_json(image), "has_embedding": vector is not None},
+            "image": {**image_json(image), "has_embedding": image.has_embedding},
             "similar": [
                 {**image_json(item.image), "similarity": round(item.similarity, 6)} for item in similar
             ],

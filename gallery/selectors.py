@@ -21,7 +21,10 @@ def images_prefetch_renditions(*, images: Iterable[Image]) -> None:
 
 
 def image_get(*, image_id: int) -> Image:
-    return get_object_or_404(Image, pk=image_id)
+    """The image, with ``has_embedding`` (a vector from the configured model) in the same query."""
+    from similarity.selectors import with_embedding_flag
+
+    return get_object_or_404(with_embedding_flag(Image.objects.all()), pk=image_id)
 
 
 def image_get_by_original_name(*, original_name: str) -> Image:

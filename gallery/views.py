@@ -2,7 +2,7 @@ from django.conf import settings
 from django.shortcuts import redirect
 from django.views.generic import DetailView, ListView
 
-from similarity.selectors import embedding_for, images_similar_to
+from similarity.selectors import images_similar_to
 
 from . import selectors
 
@@ -48,9 +48,8 @@ class ImageDetailView(DetailView):
         context = super().get_context_data(**kwargs)
         k = requested_k(self.request.GET.get("k"))
         context["k"] = k
-        vector = embedding_for(image=self.object)
-        context["has_embedding"] = vector is not None
-        similar = images_similar_to(image=self.object, k=k, vector=vector) if vector is not None else []
+        context["has_embedding"] = self.object.has_embedding
+        similar = images_similar_to(image=self.object, k=k) if self.object.has_embedding else []
         selectors.images_prefetch_renditions(images=[self.object, *(item.image for item in similar)])
         context["similar_images"] = similar
         return context

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Subquery
 from pgvector.django import CosineDistance
 
 from gallery.models import Image
@@ -32,36 +32,38 @@ def similarity_from_distance(distance: float) -> float:
     return min(1.0, max(0.0, 1.0 - float(distance)))
 
 
-def embedding_for(*, image: Image, identity: str | None = None):
-    """The image's vector from the configured model, or None when it has none yet."""
+def with_embedding_flag(queryset, *, identity: str | None = None):
+    """Annotate ``has_embedding``: whether each image has a vector from the configured model."""
     identity = identity or model_identity()
-    return (
-        Embedding.objects.filter(image=image, model_identity=identity).values_list("vector", flat=True).first()
+    return queryset.annotate(
+        has_embedding=Exists(Embedding.objects.filter(image=OuterRef("pk"), model_identity=identity))
     )
 
 
-def images_similar_to(
-    *, image: Image, k: int, identity: str | None = None, vector=None
-) -> list[SimilarImage]:
+def images_similar_to(*, image: Image, k: int, identity: str | None = None) -> list[SimilarImage]:
     """The k images nearest to ``image`` (itself excluded), most similar first.
 
-    Two queries whatever k is (one when the caller passes the image's ``vector``): the
-    vector, then an HNSW index scan that joins the images. An image without a vector from the configured model has no neighbours yet.
+    One query whatever k is: the image's own vector is read by a subquery that PostgreSQL
+    runs once, and the HNSW index orders the rest by cosine distance to it. The vector never
+    travels to Python and back. An image without a vector from the configured model has no
+    neighbours yet.
     """
     identity = identity or model_identity()
-    if vector is None:
-        vector = embedding_for(image=image, identity=identity)
-    if vector is None:
-        return []
+    own_vector = Embedding.objects.filter(image_id=image.pk, model_identity=identity).values("vector")[:1]
     neighbours = (
         Embedding.objects.for_model(identity)
         .exclude(image_id=image.pk)
-        .annotate(distance=CosineDistance("vector", vector))
+        .annotate(distance=CosineDistance("vector", Subquery(own_vector)))
         .order_by("distance")
         .select_related("image")
         .defer("vector")[:k]
     )
-    return [SimilarImage(image=row.image, similarity=similarity_from_distance(row.distance)) for row in neighbours]
+    # Without a vector of its own every distance is NULL: no neighbours, not k arbitrary ones.
+    return [
+        SimilarImage(image=row.image, similarity=similarity_from_distance(row.distance))
+        for row in neighbours
+        if row.distance is not None
+    ]
 
 
 def images_stale_for(*, identity: str | None = None):
