@@ -2,13 +2,19 @@
 
 Storage layouts compared, each in its own table with the site's columns:
 
-- ``vector``: ``vector(512)`` as migrated. A 2,056-byte value is over PostgreSQL's 2 kB
-  TOAST threshold, so every row's vector lives out of line in the TOAST table.
+- ``vector``: ``vector(512)`` (the site's type before migration 0002). A 2,056-byte value
+  is over PostgreSQL's 2 kB TOAST threshold, so every row's vector lives out of line in the
+  TOAST table.
 - ``vector_plain``: the same type with ``SET STORAGE PLAIN``, so the vector stays in the row.
-- ``halfvec``: ``halfvec(512)``, 1,032 bytes, in the row by default.
+- ``halfvec``: ``halfvec(512)``, 1,032 bytes, in the row by default (the site's type now).
 
-Every query is the SQL that ``similarity.selectors.images_similar_to`` sends (read from the
-ORM, only the table name swapped), over a connection with the site's options.
+The site's own table, ``similarity_embedding``, is loaded and indexed as the models say
+(``site_schema``: column type, HNSW operator class, m and ef_construction read from
+``similarity.models.Embedding``, ef_search from settings), never from constants here.
+
+Every query is the SQL that ``similarity.selectors.images_similar_to`` sends: one statement
+that reads the image's own vector in a subquery and orders the rest by cosine distance to it
+(built with the ORM, only the table name swapped), over a connection with the site's options.
 """
 
 from __future__ import annotations
@@ -26,49 +32,103 @@ LAYOUTS = {
     "vector_plain": {"type": "vector(512)", "opclass": "vector_cosine_ops", "plain": True, "half": False},
     "halfvec": {"type": "halfvec(512)", "opclass": "halfvec_cosine_ops", "plain": False, "half": True},
 }
-SITE_INDEX = (16, 64)
+SITE_TABLE = "similarity_embedding"
 K = 10
+
+
+def site_schema() -> dict:
+    """The site's storage and index as its models and settings define them (needs Django set up).
+
+    ``layout`` names the entry of LAYOUTS with the same column type and operator class.
+    """
+    from django.conf import settings
+    from pgvector.django import HnswIndex
+
+    from similarity.models import Embedding
+
+    field = Embedding._meta.get_field("vector")
+    column_type = field.db_type(connection=None)
+    (index,) = [i for i in Embedding._meta.indexes if isinstance(i, HnswIndex)]
+    opclass = index.opclasses[0] if index.opclasses else None
+    layout = next(
+        (name for name, spec in LAYOUTS.items()
+         if spec["type"] == column_type and spec["opclass"] == opclass and not spec["plain"]),
+        None,
+    )
+    if layout is None:
+        raise RuntimeError(f"bench/nn.py LAYOUTS has no layout for the site's {column_type} with {opclass}")
+    return {
+        "table": SITE_TABLE,
+        "layout": layout,
+        "type": column_type,
+        "opclass": opclass,
+        "index": index.name,
+        "m": index.m,
+        "ef_construction": index.ef_construction,
+        "ef_search": settings.HNSW_EF_SEARCH,
+    }
+
+
+def site_index() -> tuple[int, int]:
+    """The site's HNSW (m, ef_construction), from the model's Meta."""
+    schema = site_schema()
+    return schema["m"], schema["ef_construction"]
 
 
 def layout_table(layout: str) -> str:
     return f"bench_embedding_{layout}"
 
 
-def neighbour_sql(table: str) -> str:
-    """The selector's nearest-neighbour SQL, taken from the ORM, pointed at ``table``."""
+# Placeholders the ORM is given when building the SQL, swapped for each query's own values.
+IDENTITY_MARK = "bench-identity-placeholder"
+IMAGE_MARK = -7_777_777
+
+
+def neighbour_queryset():
+    """The queryset ``similarity.selectors.images_similar_to`` evaluates, for placeholder values.
+
+    Kept in step with the selector: the image's own vector read in a subquery (an InitPlan),
+    the HNSW scan ordered by the distance to it, the image itself excluded.
+    """
+    from django.db.models import Subquery
     from pgvector.django import CosineDistance
 
     from similarity.models import Embedding
 
-    queryset = (
-        Embedding.objects.for_model("identity")
-        .exclude(image_id=0)
-        .annotate(distance=CosineDistance("vector", np.zeros(common.DIMENSIONS)))
+    own_vector = Embedding.objects.filter(image_id=IMAGE_MARK, model_identity=IDENTITY_MARK).values("vector")[:1]
+    return (
+        Embedding.objects.for_model(IDENTITY_MARK)
+        .exclude(image_id=IMAGE_MARK)
+        .annotate(distance=CosineDistance("vector", Subquery(own_vector)))
         .order_by("distance")
         .select_related("image")
         .defer("vector")[:K]
     )
-    sql, _ = queryset.query.sql_with_params()
-    return sql.replace('"similarity_embedding"', f'"{table}"')
 
 
-def vector_literal(vector) -> str:
-    from similarity.models import Embedding
-
-    return Embedding._meta.get_field("vector").get_prep_value(vector)
+def neighbour_sql(table: str) -> tuple[str, tuple]:
+    """The selector's SQL pointed at ``table``, and its parameters' placeholders in order."""
+    sql, params = neighbour_queryset().query.sql_with_params()
+    if set(params) - {IDENTITY_MARK, IMAGE_MARK, K}:
+        raise RuntimeError(f"unexpected parameters in the selector's SQL: {params}")
+    return sql.replace(f'"{SITE_TABLE}"', f'"{table}"'), params
 
 
 class QuerySet:
-    """The images whose neighbours are asked for, and their vectors as the site sends them."""
+    """The images whose neighbours are asked for (their ids; the SQL reads their vectors)."""
 
     def __init__(self, vectors: np.ndarray, count: int, seed: int = 7):
         rng = np.random.default_rng(seed)
         chosen = rng.choice(len(vectors), size=min(count, len(vectors)), replace=False) + 1
         self.image_ids = sorted(int(i) for i in chosen)
-        self.literals = [vector_literal(vectors[i - 1]) for i in self.image_ids]
 
-    def params(self, identity: str):
-        return [(literal, identity, image_id) for literal, image_id in zip(self.literals, self.image_ids)]
+    def params(self, identity: str, marks: tuple):
+        """One parameter tuple per query image, in the order ``neighbour_sql`` gave ``marks``."""
+        values = []
+        for image_id in self.image_ids:
+            swap = {IDENTITY_MARK: identity, IMAGE_MARK: image_id}
+            values.append(tuple(swap.get(mark, mark) for mark in marks))
+        return values
 
 
 def run_queries(connection, sql: str, params: list, *, exact: bool = False, repeat_warm: bool = True):
@@ -167,9 +227,9 @@ def table_create(cursor, layout: str) -> str:
     spec = LAYOUTS[layout]
     table = layout_table(layout)
     cursor.execute(f"DROP TABLE IF EXISTS {table}")
-    cursor.execute(f"CREATE TABLE {table} (LIKE similarity_embedding INCLUDING DEFAULTS)")
-    if spec["half"]:
-        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN vector TYPE {spec['type']}")
+    cursor.execute(f"CREATE TABLE {table} (LIKE {SITE_TABLE} INCLUDING DEFAULTS)")
+    # The copied column has the site's type, whatever it is now: set the layout's own.
+    cursor.execute(f"ALTER TABLE {table} ALTER COLUMN vector TYPE {spec['type']}")
     if spec["plain"]:
         cursor.execute(f"ALTER TABLE {table} ALTER COLUMN vector SET STORAGE PLAIN")
     return table
@@ -199,10 +259,15 @@ def index_build(cursor, table: str, layout: str, m: int, ef_construction: int, r
 
 def site_table_load(connection, vectors: np.ndarray, identity: str, *, naive: bool) -> dict:
     """Load similarity_embedding the fast way (binary COPY, HNSW built afterwards) and, when
-    asked, the naive way (ORM bulk_create with the index in place) first, for comparison."""
+    asked, the naive way (ORM bulk_create with the index in place) first, for comparison.
+
+    Column type, operator class, m and ef_construction are the migrated ones (``site_schema``).
+    """
     from similarity.models import Embedding
 
-    result = {"rows": len(vectors), "layout": "vector", "m": SITE_INDEX[0], "ef_construction": SITE_INDEX[1]}
+    schema = site_schema()
+    result = {"rows": len(vectors), "layout": schema["layout"], "type": schema["type"], "m": schema["m"],
+              "ef_construction": schema["ef_construction"]}
     with connection.cursor() as cursor:
         if naive:
             cursor.execute("TRUNCATE similarity_embedding")
@@ -218,18 +283,20 @@ def site_table_load(connection, vectors: np.ndarray, identity: str, *, naive: bo
             result["naive_bulk_create_s"] = round(time.perf_counter() - start, 2)
             log(f"  naive bulk_create with the index in place: {result['naive_bulk_create_s']} s")
 
-        cursor.execute("TRUNCATE similarity_embedding")
-        cursor.execute("DROP INDEX IF EXISTS similarity_embedding_hnsw")
+        cursor.execute(f"TRUNCATE {SITE_TABLE}")
+        cursor.execute(f"DROP INDEX IF EXISTS {schema['index']}")
         start = time.perf_counter()
-        common.copy_embeddings(cursor, "similarity_embedding", vectors, identity)
+        common.copy_embeddings(cursor, SITE_TABLE, vectors, identity, half=LAYOUTS[schema["layout"]]["half"])
         result["copy_s"] = round(time.perf_counter() - start, 2)
-        cursor.execute("SELECT setval(pg_get_serial_sequence('similarity_embedding', 'id'), %s)", [len(vectors)])
-        build = index_build(cursor, "similarity_embedding", "vector", *SITE_INDEX, rows=len(vectors))
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence('{SITE_TABLE}', 'id'), %s)", [len(vectors)])
+        build = index_build(cursor, SITE_TABLE, schema["layout"], schema["m"], schema["ef_construction"],
+                            rows=len(vectors))
         # index_build names the index after the table, as the migration does.
+        assert f"{SITE_TABLE}_hnsw" == schema["index"], schema
         result["index_s"] = build["build_s"]
         result["index_mb"] = build["index_mb"]
         start = time.perf_counter()
-        cursor.execute("ANALYZE similarity_embedding")
+        cursor.execute(f"ANALYZE {SITE_TABLE}")
         result["analyze_s"] = round(time.perf_counter() - start, 2)
         result["copy_total_s"] = round(result["copy_s"] + result["index_s"] + result["analyze_s"], 2)
         log(f"  binary COPY {result['copy_s']} s + HNSW build {result['index_s']} s")
@@ -237,19 +304,27 @@ def site_table_load(connection, vectors: np.ndarray, identity: str, *, naive: bo
 
 
 def site_path_latency(queries: QuerySet, identity: str, count: int = 100) -> dict:
-    """The whole selector as a page calls it: fetch the vector, then the index scan, through the ORM."""
+    """The whole selector as a page calls it, through the ORM, on the site's table and index
+    with ef_search from settings; also how many SQL statements one call sends."""
+    from django.db import connection as django_connection
+    from django.test.utils import CaptureQueriesContext
+
     from gallery.models import Image
     from similarity.selectors import images_similar_to
 
     images = list(Image.objects.filter(pk__in=queries.image_ids[:count]))
     for image in images:
         images_similar_to(image=image, k=K, identity=identity)
+    with CaptureQueriesContext(django_connection) as captured:
+        found = images_similar_to(image=images[0], k=K, identity=identity)
+    if len(found) != K:
+        raise RuntimeError(f"the selector found {len(found)} neighbours, not {K}")
     latencies = []
     for image in images:
         start = time.perf_counter()
         images_similar_to(image=image, k=K, identity=identity)
         latencies.append(time.perf_counter() - start)
-    return common.summary_ms(latencies)
+    return {**common.summary_ms(latencies), "queries_per_call": len(captured), **site_schema()}
 
 
 def incremental_insert(identity: str, vectors: np.ndarray, count: int = 20) -> dict:
@@ -271,7 +346,7 @@ def incremental_insert(identity: str, vectors: np.ndarray, count: int = 20) -> d
         created.append(image.pk)
     Image.objects.filter(pk__in=created).delete()
     with django_connection.cursor() as cursor:
-        cursor.execute("VACUUM similarity_embedding")
+        cursor.execute(f"VACUUM {SITE_TABLE}")
     return common.summary_ms(latencies)
 
 
@@ -282,8 +357,9 @@ def site_table_prepare(n: int) -> None:
     connection = common.connect()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT count(*) FROM gallery_image), (SELECT count(*) FROM similarity_embedding),"
-            " to_regclass('similarity_embedding_hnsw') IS NOT NULL"
+            f"SELECT (SELECT count(*) FROM gallery_image), (SELECT count(*) FROM {SITE_TABLE}),"
+            " to_regclass(%s) IS NOT NULL",
+            [site_schema()["index"]],
         )
         if cursor.fetchone() == (n, n, True):
             connection.close()
@@ -333,6 +409,7 @@ def run_size(
     connection = common.connect()
     with connection.cursor() as cursor:
         cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        result["site"] = site_schema()
         for layout in LAYOUTS:
             cursor.execute(f"DROP TABLE IF EXISTS {layout_table(layout)}")
         cursor.execute("TRUNCATE gallery_image RESTART IDENTITY CASCADE")
@@ -347,11 +424,6 @@ def run_size(
         result["load"] = site_table_load(connection, vectors, identity, naive=naive)
 
     queries = QuerySet(vectors, query_count)
-    params = queries.params(identity)
-    exact_params = params[:exact_count]
-    result["queries"] = len(params)
-    result["exact_queries"] = len(exact_params)
-
     truth = exact_neighbours(vectors, queries.image_ids)
     result["layouts"] = {}
     for layout in layouts:
@@ -364,6 +436,8 @@ def run_size(
             entry["copy_s"] = round(time.perf_counter() - start, 2)
             start = time.perf_counter()
             cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+            # The site's unique (image, model) constraint, which the selector's subquery uses.
+            cursor.execute(f"CREATE UNIQUE INDEX ON {table} (image_id, model_identity)")
             cursor.execute(f"VACUUM ANALYZE {table}")
             entry["key_and_analyze_s"] = round(time.perf_counter() - start, 2)
             entry.update(relation_sizes(cursor, table))
@@ -372,7 +446,10 @@ def run_size(
             toast = cursor.fetchone()[0]
             if toast:
                 cursor.execute(f"SELECT pg_prewarm({toast}::regclass)")
-        sql = neighbour_sql(table)
+        sql, marks = neighbour_sql(table)
+        params = queries.params(identity, marks)
+        exact_params = params[:exact_count]
+        result["queries"], result["exact_queries"] = len(params), len(exact_params)
         log(f"{n:,} {layout}: exact search ({len(exact_params)} queries, index disabled)")
         run_queries(connection, sql, exact_params[:3], exact=True)
         latencies, found = run_queries(connection, sql, exact_params, exact=True)

@@ -6,7 +6,9 @@
     .venv/bin/python bench/run_all.py --report-only
 
 Index parameters are swept at --sweep-size; larger sizes build only the configuration the
-sweep recommends (storage layout and m / ef_construction), smaller ones the site's own.
+sweep recommends (storage layout and m / ef_construction), smaller ones the site's own
+(as similarity.models.Embedding declares them; the site's table is loaded with its migrated
+column type and index).
 Results accumulate in bench/out/results.json, keyed by size.
 """
 
@@ -143,12 +145,13 @@ def main(argv=None) -> int:
         for n in sorted(options.sizes):
             large = n > options.sweep_size
             choice = report.recommend(results) if large else None
-            chosen = (choice["m"], choice["ef_construction"]) if choice else nn.SITE_INDEX
+            # Below the sweep size, the site's own index parameters (read from its models).
+            chosen = (choice["m"], choice["ef_construction"]) if choice else nn.site_index()
             if large and options.large_configs:
                 chosen = options.large_configs[0]
             if large:
                 layouts = options.large_layouts.split(",") if options.large_layouts else [
-                    choice["layout"] if choice else "vector"
+                    choice["layout"] if choice else nn.site_schema()["layout"]
                 ]
             else:
                 layouts = options.layouts.split(",")
