@@ -58,10 +58,11 @@ def test_a_claim_of_several_batches_is_embedded_batch_by_batch(image_factory, se
     assert Image.objects.ready().count() == 5
     assert Image.objects.failed().get() == broken
 
-    # Batching changes nothing: the stored vector is the picture's own.
+    # Batching changes nothing: the stored vector is the picture's own (to the precision of
+    # halfvec storage: float16 keeps about three significant digits).
     with images[3].file.open("rb") as handle:
         alone = get_encoder().embed([load_rgb(handle)])[0]
-    np.testing.assert_allclose(np.asarray(images[3].embeddings.get().vector), alone, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(images[3].embeddings.get().vector, dtype=np.float32), alone, atol=5e-4)
 
 
 def test_threads_follow_the_cpu_share_and_the_pool_size(monkeypatch, settings):
