@@ -6,7 +6,7 @@ rows that a later delivery or the sweeper completes; nothing is half-written.
 
 Decoding runs in a pool of threads (Pillow releases the GIL), one per CPU the worker process
 may use, so a batch decodes on all of them at once; a claim of several batches is a pipeline
-in which batch n+1 decodes while batch n is written to the database.
+in which batch n+1 decodes while batch n goes through the network and into the database.
 """
 
 from __future__ import annotations
@@ -224,16 +224,16 @@ def embeddings_compute(*, image_ids: Iterable[int], fill_batch: bool = True) -> 
         waited = time.perf_counter()
         decoded, failures, cpu = _decode_finish(batch, in_flight)
         decoded_at = time.perf_counter()
+        if index + 1 < len(batches):
+            # The next batch decodes while this one goes through the network and is stored.
+            # With torch's threads waiting passively, sharing the cores this way measured as
+            # fast as taking turns, and the database writes no longer leave them idle.
+            in_flight = _decode_start(batches[index + 1], prepare=encoder.pixels, threads=encoder.threads)
         if failures:
             images_mark_failed(failures=failures)
             result.failed.update(failures)
         vectors = encoder.embed_pixels([pixels for _, pixels in decoded])
         embedded_at = time.perf_counter()
-        if index + 1 < len(batches):
-            # The next batch decodes while this one is stored. Not during the forward pass:
-            # torch's threads already use every core the process has, and sharing them with
-            # the decode threads was measured slower than taking turns.
-            in_flight = _decode_start(batches[index + 1], prepare=encoder.pixels, threads=encoder.threads)
         if decoded:
             embeddings_store(
                 vectors_by_image={image.pk: vector for (image, _), vector in zip(decoded, vectors)},
