@@ -222,8 +222,11 @@ def image_renditions_create(*, image: Image) -> list[Rendition]:
         return []
     try:
         with image.file.open("rb") as handle:
-            # A full decode: a portrait's 640-wide rendition needs more than the draft size.
-            picture = load_rgb(handle, draft=False, max_pixels=settings.IMAGE_MAX_PIXELS)
+            # A JPEG decodes at reduced scale, still at least as large as the widest rendition
+            # on its shorter side, so a 24-megapixel photo's thumbnails cost a fraction.
+            picture = load_rgb(
+                handle, max_pixels=settings.IMAGE_MAX_PIXELS, draft_min_side=max(RENDITION_WIDTHS)
+            )
     except FileNotFoundError:
         raise UndecodableImage("The stored file is missing.") from None
     created = []

@@ -48,7 +48,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(source, *, draft: bool = True, max_pixels: int | None = None) -> Image.Image:
+def load_rgb(
+    source, *, draft: bool = True, max_pixels: int | None = None, draft_min_side: int = DRAFT_MIN_SIDE
+) -> Image.Image:
     """Decode ``source`` (a path or a binary file) into an upright RGB image."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -62,8 +64,8 @@ def load_rgb(source, *, draft: bool = True, max_pixels: int | None = None) -> Im
                 if draft and image.format == "JPEG":
                     width, height = image.size
                     shorter = min(width, height)
-                    if shorter > DRAFT_MIN_SIDE:
-                        scale = DRAFT_MIN_SIDE / shorter
+                    if shorter > draft_min_side:
+                        scale = draft_min_side / shorter
                         image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
                 image.load()
                 # Always a new image (transposed, or a copy), so its pixels outlive the

@@ -3,6 +3,7 @@
 import io
 import os
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -164,3 +165,14 @@ def test_image_page_offers_renditions_and_the_original_to_the_browser(client):
     expected = f"{small.file.url} 320w, {large.file.url} 640w, {image.file.url} 1000w"
     assert f'srcset="{expected}"' in html
     assert 'width="640" height="480"' in html
+
+
+def test_a_large_portrait_photo_still_gets_full_width_sharp_renditions():
+    # Decoded at reduced scale for speed, but never below the widest rendition.
+    image = stored_image(encode(photo_like(12, (1600, 3200))), name="tall.jpg")
+    renditions = {r.spec: r for r in image_renditions_create(image=image)}
+    assert (renditions[640].width, renditions[640].height) == (640, 1280)
+    with PILImage.open(image.file.path) as original, PILImage.open(renditions[640].file.path) as thumbnail:
+        reference = original.convert("RGB").resize((640, 1280), PILImage.Resampling.LANCZOS)
+        difference = np.abs(np.asarray(reference, dtype=np.int16) - np.asarray(thumbnail, dtype=np.int16))
+    assert difference.mean() < 4  # the same picture, not a blurred enlargement
