@@ -86,9 +86,10 @@ def main() -> int:
         return 1
 
     # Embedded servers for what is not configured; stopped at the end only if started here.
+    ds = devservices
     embedded = [
-        ("PostgreSQL + pgvector", "DATABASE_URL", "postgres", devservices.postgres_running, devservices.postgres_start, devservices.postgres_stop),
-        ("Redis", "CELERY_BROKER_URL", "redis", devservices.redis_running, devservices.redis_start, devservices.redis_stop),
+        ("PostgreSQL + pgvector", "DATABASE_URL", "postgres", ds.postgres_running, ds.postgres_start, ds.postgres_stop),
+        ("Redis", "CELERY_BROKER_URL", "redis", ds.redis_running, ds.redis_start, ds.redis_stop),
     ]
     to_stop = []
     for name, variable, folder, running, start, stop_service in embedded:

@@ -151,7 +151,9 @@ def _decode_start(images: list[Image], *, prepare: Callable | None = None, threa
     return [pool.submit(_decode_one, image, prepare) for image in images]
 
 
-def _decode_finish(images: list[Image], futures: list[Future]) -> tuple[list[tuple[Image, object]], dict[int, str], float]:
+def _decode_finish(
+    images: list[Image], futures: list[Future]
+) -> tuple[list[tuple[Image, object]], dict[int, str], float]:
     decoded, failures, cpu = [], {}, 0.0
     for image, future in zip(images, futures):
         picture, failure, seconds = future.result()

@@ -7,7 +7,7 @@ finished by running the same command again.
 
 import csv
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from django.conf import settings

@@ -75,9 +75,10 @@ class Command(BaseCommand):
             path = data_dir / file_name
             if path.exists():
                 name = f"{path.stem}-variant.png"
-                items.append(
-                    (caption, lambda path=path, vary=vary, name=name: _png_upload(vary(PILImage.open(path).convert("RGB")), name))
-                )
+                def make(path=path, vary=vary, name=name):
+                    return _png_upload(vary(PILImage.open(path).convert("RGB")), name)
+
+                items.append((caption, make))
 
         added = skipped = 0
         for caption, make_upload in tqdm(items, desc="Demo images", unit="image"):
