@@ -165,14 +165,6 @@ def _decode_finish(
     return decoded, failures, cpu
 
 
-def _decode(
-    images: list[Image], *, prepare: Callable | None = None, threads: int = 1
-) -> tuple[list[tuple[Image, object]], dict[int, str]]:
-    """Decode the images' files (then ``prepare`` each picture), in parallel, keeping their order."""
-    decoded, failures, _ = _decode_finish(images, _decode_start(images, prepare=prepare, threads=threads))
-    return decoded, failures
-
-
 def embeddings_store(*, vectors_by_image: dict[int, object], identity: str) -> None:
     """Store vectors and mark their images ready, in one transaction; safe to repeat."""
     now = timezone.now()
