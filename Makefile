@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+# The tests' embedded servers live apart from the dev site's.
+TEST_DATA_DIR := $(or $(IMAGEREC_DATA_DIR),.devdata)/test
 
-.PHONY: run test bench services-stop clean-data
+.PHONY: run test bench services-start services-stop
 
 $(STAMP): requirements.txt
 	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
@@ -14,16 +16,21 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV_PY) scripts/run.py
+	$(VENV_PY) -m scripts.run
 
+# Starts the tests' own PostgreSQL and Redis, runs pytest with their URLs, stops them.
 # pytest exits 5 when it collects no tests; say so plainly instead of failing obscurely.
 test: $(STAMP)
-	$(VENV_PY) -m pytest $(PYTEST_ARGS); status=$$?; \
-	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
+	$(VENV_PY) -m imagerec.devservices run --data-dir $(TEST_DATA_DIR) -- $(VENV_PY) -m pytest $(PYTEST_ARGS); \
+	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
 bench: $(STAMP)
+	$(VENV_PY) -m pip install --quiet -r bench/requirements.txt
 	$(VENV_PY) bench/run_all.py
 
-# Stop the embedded PostgreSQL and Redis that `make run` leaves data for.
+# The dev site's embedded servers for `manage.py` typed by hand (make run starts them itself).
+services-start: $(STAMP)
+	$(VENV_PY) -m imagerec.devservices start
+
 services-stop: $(STAMP)
 	$(VENV_PY) -m imagerec.devservices stop

@@ -4,11 +4,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from similarity.identity import WeightsUnavailable, model_identity
-from similarity.selectors import embedding_status_counts
-from similarity.services import embeddings_enqueue, images_mark_pending
+from similarity.weights import WeightsUnavailable, model_identity
 
-from . import selectors, services
+from . import pipeline, selectors, services
 from .forms import ImageUploadForm
 from .models import Image
 
@@ -161,20 +159,16 @@ class ImageAdmin(admin.ModelAdmin):
         except WeightsUnavailable as error:
             identity, counts = f"unavailable: {error}", None
         else:
-            counts = embedding_status_counts(identity=identity)
+            counts = selectors.embedding_status_counts(identity=identity)
         extra_context = {**(extra_context or {}), "embedding_counts": counts, "model_identity": identity}
         return super().changelist_view(request, extra_context=extra_context)
 
     @admin.action(description="Recompute embeddings of the selected images")
     def recompute_embeddings(self, request, queryset):
-        image_ids = list(queryset.values_list("pk", flat=True))
-        images_mark_pending(images=Image.objects.filter(pk__in=image_ids))
-        embeddings_enqueue(image_ids=image_ids)
-        self.message_user(request, f"Queued {len(image_ids)} image(s) for a new embedding.", messages.SUCCESS)
+        count = pipeline.images_embedding_requeue(image_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Queued {count} image(s) for a new embedding.", messages.SUCCESS)
 
     @admin.action(description="Retry the selected images that failed")
     def retry_failed(self, request, queryset):
-        image_ids = list(queryset.failed().values_list("pk", flat=True))
-        images_mark_pending(images=Image.objects.filter(pk__in=image_ids))
-        embeddings_enqueue(image_ids=image_ids)
-        self.message_user(request, f"Queued {len(image_ids)} failed image(s) again.", messages.SUCCESS)
+        count = pipeline.images_embedding_requeue(image_ids=queryset.failed().values_list("pk", flat=True))
+        self.message_user(request, f"Queued {count} failed image(s) again.", messages.SUCCESS)

@@ -6,7 +6,7 @@ from django.views.decorators.http import require_GET
 from similarity.selectors import images_similar_to
 
 from . import selectors
-from .views import requested_k
+from .forms import requested_k
 
 
 def image_json(image) -> dict:

@@ -6,4 +6,15 @@ class GalleryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import signals  # noqa: F401  (housekeeping: files removed after delete)
+        from django.conf import settings
+        from django.db.models.signals import post_delete
+
+        from imagerec.imaging import configure_pillow
+
+        from . import signals
+        from .models import Image, Rendition
+
+        # Once per process; every decode also checks the limit itself (imagerec.imaging).
+        configure_pillow(max_pixels=settings.IMAGE_MAX_PIXELS)
+        post_delete.connect(signals.image_file_delete, sender=Image, dispatch_uid="gallery_image_delete_file")
+        post_delete.connect(signals.rendition_file_delete, sender=Rendition, dispatch_uid="gallery_rendition_delete_file")

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -29,3 +30,12 @@ class ImageUploadForm(forms.Form):
         help_text="Optional. Given to every image in this upload; left empty, each image is "
         "captioned from its file name. Captions can be edited in the list afterwards.",
     )
+
+
+def requested_k(raw: str | None) -> int:
+    """?k= from 1 to RECOMMENDATIONS_K_MAX; anything else falls back to the default."""
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        return settings.RECOMMENDATIONS_K
+    return k if 1 <= k <= settings.RECOMMENDATIONS_K_MAX else settings.RECOMMENDATIONS_K

@@ -48,6 +48,32 @@ class ImageQuerySet(models.QuerySet):
     def possible_duplicates(self):
         return self.filter(near_duplicate_of__isnull=False)
 
+    # One vector per image and model identity (a unique constraint), so a join adds no rows.
+
+    def with_embedding(self, identity: str | None = None):
+        """Images with a vector from ``identity`` (default: the model configured now)."""
+        return self.filter(embeddings__model_identity=identity or _current_identity())
+
+    def without_embedding(self, identity: str | None = None):
+        return self.exclude(embeddings__model_identity=identity or _current_identity())
+
+    def annotate_has_embedding(self, identity: str | None = None):
+        """``has_embedding`` on each image, in the same query."""
+        from similarity.models import Embedding
+
+        vectors = Embedding.objects.filter(image=models.OuterRef("pk"), model_identity=identity or _current_identity())
+        return self.annotate(has_embedding=models.Exists(vectors))
+
+    def stale(self, identity: str | None = None):
+        """Ready, but embedded by another model than ``identity``: recompute to compare again."""
+        return self.ready().without_embedding(identity)
+
+
+def _current_identity() -> str:
+    from similarity.weights import model_identity
+
+    return model_identity()
+
 
 @dataclass(frozen=True)
 class Thumbnail:

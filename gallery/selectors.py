@@ -1,8 +1,8 @@
-"""Reads for the gallery pages."""
+"""Reads for the gallery pages and the admin."""
 
 from collections.abc import Iterable
 
-from django.db.models import prefetch_related_objects
+from django.db.models import Count, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
@@ -22,9 +22,7 @@ def images_prefetch_renditions(*, images: Iterable[Image]) -> None:
 
 def image_get(*, image_id: int) -> Image:
     """The image, with ``has_embedding`` (a vector from the configured model) in the same query."""
-    from similarity.selectors import with_embedding_flag
-
-    return get_object_or_404(with_embedding_flag(Image.objects.all()), pk=image_id)
+    return get_object_or_404(Image.objects.annotate_has_embedding(), pk=image_id)
 
 
 def image_get_by_original_name(*, original_name: str) -> Image:
@@ -33,3 +31,12 @@ def image_get_by_original_name(*, original_name: str) -> Image:
     if image is None:
         raise Http404(f"No image named {original_name!r}.")
     return image
+
+
+def embedding_status_counts(*, identity: str | None = None) -> dict[str, int]:
+    """How many images are pending, processing, ready, failed, and stale (admin summary)."""
+    counts = dict.fromkeys(Image.Status.values, 0)
+    for row in Image.objects.order_by().values("embedding_status").annotate(total=Count("pk")):
+        counts[row["embedding_status"]] = row["total"]
+    counts["stale"] = Image.objects.stale(identity).count()
+    return counts

@@ -1,32 +1,26 @@
-"""Writes to the gallery: adding images (one, many, archives, folders) and their renditions."""
+"""Writes to the gallery: adding images (one, many, archives, folders), near-duplicate flags."""
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.utils import timezone
-from PIL import Image as PILImage
 
-from similarity.imaging import UndecodableImage, load_rgb
-from similarity.services import embeddings_publish
+from similarity.selectors import images_similar_to
+from similarity.weights import model_identity
 
 from .archives import is_zip_archive, zip_members
-from .models import RENDITION_WIDTHS, Image, Rendition
+from .models import Image
+from .pipeline import images_follow_up_enqueue
+from .storage import stored_file_delete
 from .validation import clean_original_name, file_sha256, inspect_image
-
-logger = logging.getLogger(__name__)
 
 
 class DuplicateImageError(Exception):
@@ -62,19 +56,6 @@ def caption_from_filename(name: str) -> str:
     return re.sub(r"[\s_\-.]+", " ", stem).strip()[:300]
 
 
-def images_processing_publish(*, image_ids: list[int]) -> None:
-    """Send the work new images need: embeddings and renditions (a broker outage is logged)."""
-    embeddings_publish(image_ids=image_ids)
-    renditions_publish(image_ids=image_ids)
-
-
-def images_processing_enqueue(*, image_ids: Iterable[int]) -> None:
-    """Queue embeddings and renditions once the current transaction commits."""
-    image_ids = list(image_ids)
-    if image_ids:
-        transaction.on_commit(lambda: images_processing_publish(image_ids=image_ids))
-
-
 def image_create(*, upload, caption: str = "", uploaded_by=None, enqueue: bool = True) -> Image:
     """Validate and store one uploaded image, then queue its embedding and renditions once committed.
 
@@ -103,16 +84,16 @@ def image_create(*, upload, caption: str = "", uploaded_by=None, enqueue: bool =
             image.file.save(original_name, upload, save=False)
             image.save()
             if enqueue:
-                images_processing_enqueue(image_ids=[image.pk])
+                images_follow_up_enqueue(image_ids=[image.pk])
     except IntegrityError:
         # Another upload of the same bytes won the race for the unique hash.
-        _delete_stored_file(image)
+        stored_file_delete(image.file)
         existing = Image.objects.filter(sha256=facts.sha256).first()
         if existing is None:
             raise
         raise DuplicateImageError(existing) from None
     except BaseException:
-        _delete_stored_file(image)
+        stored_file_delete(image.file)
         raise
     return image
 
@@ -161,7 +142,7 @@ def images_create(*, uploads, caption: str = "", uploaded_by=None) -> list[Uploa
                             archive=name,
                         )
                     )
-    images_processing_enqueue(image_ids=[outcome.image.pk for outcome in outcomes if outcome.image is not None])
+    images_follow_up_enqueue(image_ids=[outcome.image.pk for outcome in outcomes if outcome.image is not None])
     return outcomes
 
 
@@ -185,107 +166,25 @@ def image_import_file(*, path: Path, name: str = "", caption: str = "", uploaded
         return _upload_outcome(upload=upload, name=name, caption=caption, uploaded_by=uploaded_by)
 
 
-def _delete_stored_file(row: Image | Rendition) -> None:
-    if row.file and row.file.name:
-        try:
-            row.file.storage.delete(row.file.name)
-        except OSError:
-            logger.warning("Could not remove %s after a failed write", row.file.name, exc_info=True)
+def near_duplicates_mark(*, image_ids: Iterable[int]) -> int:
+    """Flag images whose nearest neighbour is at least NEAR_DUPLICATE_THRESHOLD similar.
 
-
-# --- Renditions -----------------------------------------------------------------------
-
-# Renditions are quick (tens of milliseconds each); a batch keeps the message count low.
-RENDITIONS_PER_TASK = 50
-
-
-def _render(picture: PILImage.Image, *, spec: int) -> tuple[bytes, int, int]:
-    """Scale down (never up) to ``spec`` pixels wide and re-encode: no metadata survives."""
-    width = min(spec, picture.width)
-    height = max(1, round(picture.height * width / picture.width))
-    scaled = picture if width == picture.width else picture.resize((width, height), PILImage.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    # Only the colour profile is carried over; EXIF (camera, GPS) and comments are not.
-    scaled.save(
-        buffer, "JPEG", quality=82, optimize=True, progressive=True, icc_profile=picture.info.get("icc_profile")
-    )
-    return buffer.getvalue(), width, height
-
-
-def image_renditions_create(*, image: Image) -> list[Rendition]:
-    """Make the renditions the image lacks; those it has are left alone (safe to repeat).
-
-    Raises UndecodableImage when the stored file cannot be read as a picture.
+    The flag points to that neighbour, and the neighbour, if it has no flag of its own, gets
+    one pointing back: a pair is listed together whichever of the two was embedded first.
+    An image no longer that close to anything loses its flag. Returns how many are flagged.
     """
-    missing = sorted(set(RENDITION_WIDTHS) - set(image.renditions.values_list("spec", flat=True)))
-    if not missing:
-        return []
-    try:
-        with image.file.open("rb") as handle:
-            # A JPEG decodes at reduced scale, still at least as large as the widest rendition
-            # on its shorter side, so a 24-megapixel photo's thumbnails cost a fraction.
-            picture = load_rgb(
-                handle, max_pixels=settings.IMAGE_MAX_PIXELS, draft_min_side=max(RENDITION_WIDTHS)
-            )
-    except FileNotFoundError:
-        raise UndecodableImage("The stored file is missing.") from None
-    created = []
-    for spec in missing:
-        content, width, height = _render(picture, spec=spec)
-        rendition = Rendition(image=image, spec=spec, width=width, height=height)
-        rendition.file.save(f"{spec}.jpg", ContentFile(content), save=False)
-        try:
-            with transaction.atomic():
-                rendition.save()
-        except IntegrityError:
-            # Another worker made it first, or the image was deleted meanwhile.
-            _delete_stored_file(rendition)
-            continue
-        created.append(rendition)
-    return created
-
-
-def images_renditions_create(*, image_ids: Iterable[int]) -> dict[str, int]:
-    """Make missing renditions for these images; a file that cannot be read is logged and skipped."""
-    counts = {"created": 0, "failed": 0}
+    identity = model_identity()
+    threshold = settings.NEAR_DUPLICATE_THRESHOLD
+    flagged = 0
     for image in Image.objects.filter(pk__in=list(image_ids)).order_by("pk"):
-        try:
-            counts["created"] += len(image_renditions_create(image=image))
-        except UndecodableImage as error:
-            counts["failed"] += 1
-            logger.warning("No renditions for image %s: %s", image.pk, error)
-    return counts
-
-
-def renditions_publish(*, image_ids: Iterable[int]) -> bool:
-    """Send rendition tasks now. False when the broker is unreachable (the sweeper retries)."""
-    from .tasks import create_renditions
-
-    image_ids = list(image_ids)
-    try:
-        for start in range(0, len(image_ids), RENDITIONS_PER_TASK):
-            create_renditions.delay(image_ids[start : start + RENDITIONS_PER_TASK])
-    except Exception:
-        logger.warning(
-            "Broker unavailable: renditions of %d image(s) wait for the sweeper", len(image_ids), exc_info=True
-        )
-        return False
-    return True
-
-
-def renditions_sweep() -> int:
-    """Queue images that still lack renditions a while after upload (broker outage, lost message).
-
-    Only ready images: their file has decoded once, so the task has a fair chance.
-    """
-    cutoff = timezone.now() - timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
-    image_ids = list(
-        Image.objects.ready()
-        .without_renditions()
-        .filter(created_at__lt=cutoff)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:5_000]
-    )
-    if image_ids:
-        renditions_publish(image_ids=image_ids)
-    return len(image_ids)
+        nearest = images_similar_to(image=image, k=1, identity=identity)
+        if nearest and nearest[0].similarity >= threshold:
+            neighbour, similarity = nearest[0].image, nearest[0].similarity
+            Image.objects.filter(pk=image.pk).update(near_duplicate_of=neighbour, near_duplicate_similarity=similarity)
+            Image.objects.filter(pk=neighbour.pk, near_duplicate_of__isnull=True).update(
+                near_duplicate_of=image, near_duplicate_similarity=similarity
+            )
+            flagged += 1
+        elif image.near_duplicate_of_id is not None:
+            Image.objects.filter(pk=image.pk).update(near_duplicate_of=None, near_duplicate_similarity=None)
+    return flagged

@@ -9,19 +9,16 @@ from __future__ import annotations
 import hashlib
 import os
 import unicodedata
-import warnings
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 
-ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+from imagerec import imaging
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 ORIGINAL_NAME_MAX_LENGTH = 200
-EXIF_ORIENTATION = 0x0112
-ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # a quarter turn: width and height swap
 
 
 @dataclass(frozen=True)
@@ -55,56 +52,37 @@ def file_sha256(upload) -> str:
 
 
 def _decode_fully(upload, max_pixels: int) -> tuple[str, int, int]:
+    """Decode every byte (a JPEG at reduced scale: truncation still shows) and describe it."""
     upload.seek(0)
-    with warnings.catch_warnings():
-        # Pillow warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error.
-        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-        previous_limit = PILImage.MAX_IMAGE_PIXELS
-        PILImage.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            with PILImage.open(upload) as image:
-                image_format = image.format
-                width, height = image.size
-                if image_format not in ALLOWED_FORMATS:
-                    raise ValidationError(
-                        "%(format)s images are not accepted. Accepted formats: %(allowed)s.",
-                        code="format",
-                        params={"format": image_format, "allowed": ", ".join(sorted(ALLOWED_FORMATS))},
-                    )
-                if width * height > max_pixels:
-                    raise PILImage.DecompressionBombError("too many pixels")
-                if image.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_ORIENTATIONS:
-                    # Shown upright, as the pages and the embedding see it.
-                    width, height = height, width
-                if image_format == "JPEG":
-                    # Decoding at reduced scale still reads every byte, so truncation shows,
-                    # but costs a fraction of a full-size decode.
-                    image.draft("RGB", (512, 512))
-                image.load()
-        except ValidationError:
-            raise
-        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-            raise ValidationError(
-                "The image is too large: at most %(max)s million pixels are accepted.",
-                code="too_many_pixels",
-                params={"max": f"{max_pixels / 1_000_000:g}"},
-            ) from None
-        except UnidentifiedImageError:
-            raise ValidationError(
-                "The file is not an image that can be read (accepted formats: %(allowed)s).",
-                code="not_an_image",
-                params={"allowed": ", ".join(sorted(ALLOWED_FORMATS))},
-            ) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ValidationError(
-                "The image is damaged or incomplete and cannot be decoded (%(error)s).",
-                code="corrupt",
-                params={"error": str(error) or type(error).__name__},
-            ) from None
-        finally:
-            PILImage.MAX_IMAGE_PIXELS = previous_limit
-            upload.seek(0)
-    return image_format, width, height
+    try:
+        decoded = imaging.decode(upload, max_pixels=max_pixels, allowed_formats=ALLOWED_FORMATS)
+    except imaging.UnsupportedFormat as error:
+        raise ValidationError(
+            "%(format)s images are not accepted. Accepted formats: %(allowed)s.",
+            code="format",
+            params={"format": error.format, "allowed": ", ".join(sorted(ALLOWED_FORMATS))},
+        ) from None
+    except imaging.TooManyPixels:
+        raise ValidationError(
+            "The image is too large: at most %(max)s million pixels are accepted.",
+            code="too_many_pixels",
+            params={"max": f"{max_pixels / 1_000_000:g}"},
+        ) from None
+    except imaging.NotAnImage:
+        raise ValidationError(
+            "The file is not an image that can be read (accepted formats: %(allowed)s).",
+            code="not_an_image",
+            params={"allowed": ", ".join(sorted(ALLOWED_FORMATS))},
+        ) from None
+    except imaging.UndecodableImage as error:
+        raise ValidationError(
+            "The image is damaged or incomplete and cannot be decoded (%(error)s).",
+            code="corrupt",
+            params={"error": error.detail},
+        ) from None
+    finally:
+        upload.seek(0)
+    return decoded.format, decoded.width, decoded.height
 
 
 def inspect_image(upload) -> ImageFacts:

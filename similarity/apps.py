@@ -6,9 +6,12 @@ class SimilarityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from celery.signals import worker_init
+        from celery import signals
+        from django.core import checks as django_checks
 
-        from . import checks
+        from . import checks, worker
 
-        # Only a worker sends worker_init; web processes merely register the receiver.
-        worker_init.connect(checks.refuse_to_start_without_weights, dispatch_uid="similarity_weights_check")
+        django_checks.register(checks.check_embedding_weights)
+        # Only a worker sends these; web processes merely register the receivers.
+        signals.worker_init.connect(worker.refuse_to_start_without_weights, dispatch_uid="similarity_worker_init")
+        signals.worker_process_init.connect(worker.load_encoder, dispatch_uid="similarity_worker_process_init")

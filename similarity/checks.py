@@ -1,20 +1,21 @@
 """Say early, and plainly, when the configured weights cannot be loaded.
 
-``manage.py check`` (and so runserver and migrate) warns; a Celery worker refuses to start
-with the same instructions, instead of failing image after image.
+``manage.py check`` (and so migrate) warns; a Celery worker refuses to start with the same
+instructions (``similarity.worker``), instead of failing image after image.
 """
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.core import checks
 
-from .identity import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_cached, imagenet_weights_path
-from .identity import model_identity
-
-logger = logging.getLogger(__name__)
+from .weights import (
+    IMAGENET_WEIGHTS_URL,
+    WeightsUnavailable,
+    imagenet_weights_cached,
+    imagenet_weights_path,
+    model_identity,
+)
 
 
 def weights_problem() -> str | None:
@@ -32,20 +33,7 @@ def weights_problem() -> str | None:
     return None
 
 
-@checks.register()
 def check_embedding_weights(app_configs, **kwargs):
     problem = weights_problem()
     return [checks.Warning(problem, id="similarity.W001")] if problem else []
 
-
-def refuse_to_start_without_weights(**kwargs):
-    """celery worker_init: load the network once (downloading if allowed), or stop."""
-    if weights_problem() is None:
-        return
-    from .encoder import get_encoder
-
-    try:
-        get_encoder()
-    except WeightsUnavailable as error:
-        logger.critical("The worker cannot start: %s", error)
-        raise SystemExit(1) from None

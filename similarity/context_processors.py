@@ -1,4 +1,4 @@
-from .identity import uses_random_weights
+from .weights import uses_random_weights
 
 
 def embedding_model(request):

@@ -31,8 +31,9 @@ from django.conf import settings  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.models import ResNet18_Weights, resnet18  # noqa: E402
 
-from .identity import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_path, model_identity  # noqa: E402
-from .imaging import synthetic_photo  # noqa: E402
+from imagerec.imaging import synthetic_photo  # noqa: E402
+
+from .weights import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_path, model_identity  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -1,21 +1,19 @@
-"""Reads: nearest neighbours and embedding state."""
+"""Reads: nearest neighbours by cosine similarity."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import QuerySet, Subquery
 from pgvector.django import CosineDistance
 
-from gallery.models import Image
-
-from .identity import model_identity
 from .models import Embedding
+from .weights import model_identity
 
 
 @dataclass(frozen=True)
 class SimilarImage:
-    image: Image
+    image: object  # a gallery.Image, reached through the embedding's foreign key
     similarity: float
 
     @property
@@ -32,54 +30,33 @@ def similarity_from_distance(distance: float) -> float:
     return min(1.0, max(0.0, 1.0 - float(distance)))
 
 
-def with_embedding_flag(queryset, *, identity: str | None = None):
-    """Annotate ``has_embedding``: whether each image has a vector from the configured model."""
-    identity = identity or model_identity()
-    return queryset.annotate(
-        has_embedding=Exists(Embedding.objects.filter(image=OuterRef("pk"), model_identity=identity))
-    )
+def neighbours_queryset(*, image_id: int, k: int, identity: str) -> QuerySet:
+    """The SQL behind ``images_similar_to``: embeddings nearest to the image's own, in one query.
 
-
-def images_similar_to(*, image: Image, k: int, identity: str | None = None) -> list[SimilarImage]:
-    """The k images nearest to ``image`` (itself excluded), most similar first.
-
-    One query whatever k is: the image's own vector is read by a subquery that PostgreSQL
-    runs once, and the HNSW index orders the rest by cosine distance to it. The vector never
-    travels to Python and back. An image without a vector from the configured model has no
-    neighbours yet.
+    The image's vector is read by a subquery that PostgreSQL runs once, and the HNSW index
+    orders the rest by cosine distance to it, so the vector never travels to Python and back.
+    Each row has ``distance`` and its image joined; the benchmarks measure this very queryset.
     """
-    identity = identity or model_identity()
-    own_vector = Embedding.objects.filter(image_id=image.pk, model_identity=identity).values("vector")[:1]
-    neighbours = (
+    own_vector = Embedding.objects.filter(image_id=image_id, model_identity=identity).values("vector")[:1]
+    return (
         Embedding.objects.for_model(identity)
-        .exclude(image_id=image.pk)
+        .exclude(image_id=image_id)
         .annotate(distance=CosineDistance("vector", Subquery(own_vector)))
         .order_by("distance")
         .select_related("image")
         .defer("vector")[:k]
     )
-    # Without a vector of its own every distance is NULL: no neighbours, not k arbitrary ones.
+
+
+def images_similar_to(*, image, k: int, identity: str | None = None) -> list[SimilarImage]:
+    """The k images nearest to ``image`` (itself excluded), most similar first.
+
+    One query whatever k is. An image without a vector from the configured model has no
+    neighbours yet: every distance is NULL then, and none is returned.
+    """
+    rows = neighbours_queryset(image_id=image.pk, k=k, identity=identity or model_identity())
     return [
         SimilarImage(image=row.image, similarity=similarity_from_distance(row.distance))
-        for row in neighbours
+        for row in rows
         if row.distance is not None
     ]
-
-
-def images_stale_for(*, identity: str | None = None):
-    """Ready images without a vector from the model configured now."""
-    identity = identity or model_identity()
-    return Image.objects.ready().filter(
-        ~Exists(Embedding.objects.filter(image=OuterRef("pk"), model_identity=identity))
-    )
-
-
-def embedding_status_counts(*, identity: str | None = None) -> dict[str, int]:
-    """How many images are pending, processing, ready, failed, and stale (admin summary)."""
-    from django.db.models import Count
-
-    counts = {status: 0 for status in Image.Status.values}
-    for row in Image.objects.order_by().values("embedding_status").annotate(total=Count("pk")):
-        counts[row["embedding_status"]] = row["total"]
-    counts["stale"] = images_stale_for(identity=identity).count()
-    return counts

@@ -1,8 +1,8 @@
 """Celery worker hooks: each pool process loads the network once, before its first task.
 
 Without them the first upload after a worker (re)start would wait for the weights to load
-and for the first forward pass to set itself up. Connected by importing this module from
-``similarity.tasks``; the hooks only fire inside a ``celery worker``.
+and for the first forward pass to set itself up. Connected in ``SimilarityConfig.ready``;
+the signals only fire inside a ``celery worker``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 
-from celery import signals
 from django.conf import settings
+
+from .checks import weights_problem
+from .weights import WeightsUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -19,16 +21,24 @@ logger = logging.getLogger(__name__)
 _pool_processes = 1
 
 
-@signals.worker_init.connect
-def remember_pool_size(sender=None, **kwargs) -> None:
+def refuse_to_start_without_weights(sender=None, **kwargs) -> None:
+    """worker_init: remember the pool size; load the network once (downloading if allowed), or stop."""
     global _pool_processes
     concurrency = getattr(sender, "concurrency", None)
     _pool_processes = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+    if weights_problem() is None:
+        return
+    from .encoder import get_encoder
+
+    try:
+        get_encoder()
+    except WeightsUnavailable as error:
+        logger.critical("The worker cannot start: %s", error)
+        raise SystemExit(1) from None
 
 
-@signals.worker_process_init.connect
 def load_encoder(**kwargs) -> None:
-    """Load the network in a new pool process and run it once at the sizes it will see."""
+    """worker_process_init: load the network in a new pool process and run it once at the sizes it will see."""
     from . import encoder
 
     # The pool processes split the CPUs: torch and decode threads are sized to one share.

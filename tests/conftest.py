@@ -1,16 +1,11 @@
-"""Shared fixtures: images made in memory, a staff user, and a real Celery worker process."""
+"""Shared fixtures: images made in memory, a staff user, and real Celery worker processes."""
 
 from __future__ import annotations
 
 import io
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -18,10 +13,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
-from similarity.imaging import synthetic_photo
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
+from imagerec.imaging import synthetic_photo
+from tests.harness import PROJECT_DIR, WorkerProcess, database_url, purge_queues, wait_for  # noqa: F401
 
 # --- Images ---------------------------------------------------------------------------
 
@@ -58,11 +51,18 @@ def make_upload():
 
 @pytest.fixture(scope="session", autouse=True)
 def clean_media_root():
+    """A fresh media folder for the session, and its session folder removed at the end.
+
+    Only ever a folder under the test settings' own sessions folder: refuse anything else.
+    """
+    session_dir = Path(settings.TEST_SESSION_DIR).resolve()
+    assert session_dir.parent == (Path(settings.TEST_DATA_DIR) / "sessions").resolve(), session_dir
     media_root = Path(settings.MEDIA_ROOT)
-    shutil.rmtree(media_root, ignore_errors=True)
+    assert media_root.resolve().is_relative_to(session_dir), media_root
+    shutil.rmtree(session_dir, ignore_errors=True)
     media_root.mkdir(parents=True, exist_ok=True)
     yield media_root
-    shutil.rmtree(media_root.parent, ignore_errors=True)
+    shutil.rmtree(session_dir, ignore_errors=True)
 
 
 # --- Users ----------------------------------------------------------------------------
@@ -79,103 +79,28 @@ def staff_client(client, django_user_model):
 # --- A real worker --------------------------------------------------------------------
 
 
-def database_url_for_workers() -> str:
-    """The URL of the database the tests use now (the test database, once created)."""
+def worker_environment(**extra) -> dict:
+    """What a worker started by a test needs: the test database, broker, queue and media."""
     from django.db import connection
 
-    params = connection.settings_dict
-    user = quote(params.get("USER") or "", safe="")
-    password = quote(params.get("PASSWORD") or "", safe="")
-    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = params.get("HOST") or ""
-    name = quote(params["NAME"], safe="")
-    if host.startswith("/"):
-        return f"postgres://{credentials}/{name}?host={quote(host, safe='/')}"
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    return f"postgres://{credentials}{host}{port}/{name}"
-
-
-class WorkerProcess:
-    """A `celery worker` started as a separate process, as in production."""
-
-    def __init__(self, extra_env: dict | None = None, concurrency: int = 1, beat: bool = False):
-        self.extra_env = extra_env or {}
-        self.concurrency = concurrency
-        self.beat = beat
-        self.process: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-
-    def start(self, log_dir: Path) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "imagerec.settings.test",
-            "DATABASE_URL": database_url_for_workers(),
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "IMAGEREC_TEST_SESSION": settings.TEST_SESSION,
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
-        command = [
-            sys.executable, "-m", "celery", "-A", "imagerec", "worker",
-            "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
-            "--without-gossip", "--without-mingle", f"--hostname=test-{time.monotonic_ns()}@%h",
-        ]
-        if self.beat:
-            command += ["--beat", f"--schedule={log_dir / 'beat-schedule'}"]
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            command, cwd=PROJECT_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"The worker exited early:\n{self.log()}")
-            if b"ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"The worker did not become ready:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (main process and its children), as a crash would."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-
-def purge_queue() -> None:
-    """Drop messages left by earlier tests so each test sees only its own work."""
-    from imagerec.celery import app
-
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(app.conf.task_default_queue)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "imagerec.settings.test",
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "IMAGEREC_TEST_SESSION": settings.TEST_SESSION,
+        **extra,
+    }
 
 
 @pytest.fixture
 def start_worker(transactional_db, tmp_path):
-    """start_worker(**options) -> a running WorkerProcess; all are stopped after the test."""
+    """start_worker(extra_env={...}, **options) -> a running WorkerProcess; all stop after the test."""
     workers: list[WorkerProcess] = []
-    purge_queue()
+    purge_queues()
 
-    def start(**options) -> WorkerProcess:
-        worker = WorkerProcess(**options).start(tmp_path / "workers")
+    def start(extra_env: dict | None = None, **options) -> WorkerProcess:
+        worker = WorkerProcess(worker_environment(**(extra_env or {})), **options).start(tmp_path / "workers")
         workers.append(worker)
         return worker
 
@@ -187,16 +112,6 @@ def start_worker(transactional_db, tmp_path):
 @pytest.fixture
 def worker(start_worker):
     return start_worker()
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"Timed out after {timeout}s waiting for {message}")
 
 
 # --- Rows -----------------------------------------------------------------------------
@@ -217,8 +132,8 @@ def image_factory(db):
     """
     from gallery.models import Image
     from gallery.services import image_create
-    from similarity.identity import model_identity
     from similarity.models import Embedding
+    from similarity.weights import model_identity
 
     def make(seed: int, vector=None, status=None, **fields):
         image = image_create(upload=upload(f"photo-{seed}.jpg", encode(photo_like(seed, (64, 48)))), enqueue=False)

@@ -60,9 +60,9 @@ def test_an_image_whose_file_vanished_ends_failed_with_a_reason(staff_client, wo
     # Later the stored file disappears (a storage fault) and the image is recomputed.
     image.file.storage.delete(image.file.name)
     Image.objects.filter(pk=image.pk).update(embedding_status=Image.Status.PENDING)
-    from similarity.services import embeddings_publish
+    from gallery.pipeline import images_follow_up_publish
 
-    embeddings_publish(image_ids=[image.pk])
+    images_follow_up_publish(image_ids=[image.pk], renditions=False)
     wait_for(lambda: Image.objects.get(pk=image.pk).embedding_status == Image.Status.FAILED, timeout=60)
     image.refresh_from_db()
     assert image.embedding_error == "The stored file is missing."

@@ -2,6 +2,9 @@
 
 Every environment variable the project reads is read here, once, with the default that
 suits a local run. ``local``, ``test`` and ``production`` only adjust what differs.
+Importing settings never starts anything: the embedded PostgreSQL and Redis of local runs
+and tests are started explicitly (``python -m imagerec.devservices``), which hands their
+URLs over through the environment or the checkout's ``.env`` file.
 """
 
 from pathlib import Path
@@ -13,6 +16,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
 # --- Environment ------------------------------------------------------------------------
+SETTINGS_MODULE = env("DJANGO_SETTINGS_MODULE", default="imagerec.settings.local")
+if SETTINGS_MODULE == "imagerec.settings.local":
+    # Local runs only: this checkout's git-ignored .env fills in what the environment leaves
+    # unset. `python -m imagerec.devservices start` writes the embedded servers' URLs there,
+    # and `make run` the weights it chose, so a `manage.py` typed by hand finds both.
+    # Tests and production take their configuration from the environment alone.
+    env.read_env(BASE_DIR / ".env")
 SECRET_KEY = env("SECRET_KEY", default="")
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -27,7 +37,7 @@ ADMIN_PASSWORD = env("ADMIN_PASSWORD", default="")
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 # Tests only: names this test session's database, media folder and queue (default: its pid).
 TEST_SESSION_ID = env("IMAGEREC_TEST_SESSION", default="")
-# Where the embedded PostgreSQL and Redis keep their data when the URLs above are unset.
+# Where the embedded PostgreSQL and Redis keep their data (local runs and tests).
 IMAGEREC_DATA_DIR = Path(env("IMAGEREC_DATA_DIR", default=str(BASE_DIR / ".devdata")))
 
 # Visitors' side.
@@ -47,6 +57,12 @@ EMBEDDING_CLAIM_BATCHES = env.int("EMBEDDING_CLAIM_BATCHES", default=4)
 # process's share of the CPUs it may run on" (affinity and container quota / pool size).
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
 
+# Per-task time limits (seconds): a stuck batch is stopped; the soft limit lets the task
+# fail what it claimed first. Thumbnails and the sweeper have limits of their own.
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
+EMBEDDING_SOFT_TIME_LIMIT = env.int("EMBEDDING_SOFT_TIME_LIMIT", default=300)
+EMBEDDING_TIME_LIMIT = env.int("EMBEDDING_TIME_LIMIT", default=EMBEDDING_SOFT_TIME_LIMIT + 60)
+RENDITIONS_SOFT_TIME_LIMIT = env.int("RENDITIONS_SOFT_TIME_LIMIT", default=120)
 # A poison image stops after this many attempts instead of looping forever.
 EMBEDDING_MAX_ATTEMPTS = env.int("EMBEDDING_MAX_ATTEMPTS", default=5)
 # The sweeper re-queues images still pending after this many seconds (lost message, broker
@@ -82,6 +98,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files before anything else touches the request: https://whitenoise.readthedocs.io/
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,44 +128,29 @@ TEMPLATES = [
 ]
 
 
-def database_options() -> dict:
-    # Set per connection, so a recommendation page needs no extra SET query.
-    # iterative_scan lets a filtered HNSW query (one model identity) still fill its LIMIT.
-    return {
-        "options": f"-c hnsw.ef_search={HNSW_EF_SEARCH} -c hnsw.iterative_scan=relaxed_order",
-    }
-
-
-def embedded_databases(data_dir: Path) -> dict:
-    """DATABASES for the embedded PostgreSQL (local runs and tests), started on demand."""
-    from imagerec import devservices
-
-    return {"default": {**devservices.postgres_settings(data_dir), "OPTIONS": database_options()}}
-
-
-if DATABASE_URL:
-    DATABASES = {"default": env.db_url("DATABASE_URL")}
-    _socket_host = DATABASES["default"].get("OPTIONS", {}).pop("host", None)
-    if _socket_host and not DATABASES["default"].get("HOST"):
-        # postgres:///name?host=/socket/dir names a Unix socket directory.
-        DATABASES["default"]["HOST"] = _socket_host
-    DATABASES["default"].setdefault("OPTIONS", {}).update(database_options())
-else:
-    # Filled in by local/test settings (embedded server); production requires DATABASE_URL.
-    DATABASES = {}
-
 # Keep connections between requests, and check them before reuse after a database restart.
 CONN_MAX_AGE = env.int("CONN_MAX_AGE", default=60)
 
 
-def persistent_connections(databases: dict) -> dict:
-    for database in databases.values():
-        database["CONN_MAX_AGE"] = CONN_MAX_AGE
-        database["CONN_HEALTH_CHECKS"] = True
-    return databases
+def database_from_url(url: str) -> dict:
+    """A DATABASES entry for a postgres:// URL, with the connection options the site relies on."""
+    database = env.db_url_config(url)
+    options = database.setdefault("OPTIONS", {})
+    socket_host = options.pop("host", None)
+    if socket_host and not database.get("HOST"):
+        # postgres:///name?host=/socket/dir names a Unix socket directory.
+        database["HOST"] = socket_host
+    # Set per connection, so a recommendation page needs no extra SET query.
+    # iterative_scan lets a filtered HNSW query (one model identity) still fill its LIMIT.
+    options["options"] = f"-c hnsw.ef_search={HNSW_EF_SEARCH} -c hnsw.iterative_scan=relaxed_order"
+    database["CONN_MAX_AGE"] = CONN_MAX_AGE
+    database["CONN_HEALTH_CHECKS"] = True
+    return database
 
 
-DATABASES = persistent_connections(DATABASES)
+# Without DATABASE_URL there is no database: local and test settings say how to start one,
+# production refuses to start.
+DATABASES = {"default": database_from_url(DATABASE_URL)} if DATABASE_URL else {}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -168,8 +171,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Production: compressed, with content hashes in the names (collectstatic). Local runs
+    # and tests serve the files as they are, found where they lie.
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+WHITENOISE_USE_FINDERS = DEBUG
 
 # An admin may send many photos at once; Django's default caps are for ordinary forms.
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
@@ -202,13 +208,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # can outlast Celery's 4-second wait for a new process to report in.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-proc-alive-timeout
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = 120
-# A stuck batch is stopped; the soft limit lets the task mark its images failed first.
-# The limits travel in each message, taken from the sender's settings: give the web
-# processes and the workers the same values.
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # An image still "processing" this long after its claim lost its worker: the sweeper frees it.
-EMBEDDING_SWEEP_PROCESSING_AFTER = env.int("EMBEDDING_SWEEP_PROCESSING_AFTER", default=CELERY_TASK_TIME_LIMIT + 60)
+EMBEDDING_SWEEP_PROCESSING_AFTER = env.int("EMBEDDING_SWEEP_PROCESSING_AFTER", default=EMBEDDING_TIME_LIMIT + 60)
 # Redis redelivers an unacknowledged message after this long (a worker killed mid-task).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900),
@@ -218,13 +219,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # The sweeper (Celery beat): https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(IMAGEREC_DATA_DIR / "celerybeat-schedule")
+)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-images-needing-embedding": {
-        "task": "similarity.tasks.sweep_images",
-        "schedule": EMBEDDING_SWEEP_INTERVAL,
-    },
-    "sweep-images-needing-renditions": {
-        "task": "gallery.tasks.sweep_renditions",
-        "schedule": EMBEDDING_SWEEP_INTERVAL,
-    },
+    "sweep-images": {"task": "gallery.images_sweep", "schedule": EMBEDDING_SWEEP_INTERVAL},
 }

@@ -19,6 +19,10 @@ if not CELERY_BROKER_URL:
 if _problems:
     raise ImproperlyConfigured("Production settings refuse to start: " + "; ".join(_problems) + ".")
 
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True

@@ -3,9 +3,9 @@
 import django.db.models.deletion
 import django.utils.timezone
 import pgvector.django.indexes
-from pgvector.django import VectorExtension
 import pgvector.django.vector
 from django.db import migrations, models
+from pgvector.django import VectorExtension
 
 
 class Migration(migrations.Migration):

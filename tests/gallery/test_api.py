@@ -5,8 +5,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from gallery.models import Image
-from similarity.identity import model_identity
 from similarity.models import EMBEDDING_DIMENSIONS, Embedding
+from similarity.weights import model_identity
 
 pytestmark = pytest.mark.django_db
 

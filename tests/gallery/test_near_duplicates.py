@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from gallery.models import Image
-from similarity.services import near_duplicates_mark
+from gallery.services import near_duplicates_mark
 from tests.conftest import unit_vector
 
 pytestmark = pytest.mark.django_db

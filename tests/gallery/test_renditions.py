@@ -11,8 +11,9 @@ from django.urls import reverse
 from PIL import Image as PILImage
 
 from gallery.models import RENDITION_WIDTHS, Image, Rendition
-from gallery.services import image_create, image_renditions_create, renditions_sweep
-from gallery.tasks import create_renditions
+from gallery.renditions import renditions_create
+from gallery.services import image_create
+from gallery.tasks import renditions_create as renditions_create_task
 from tests.conftest import encode, photo_like, upload
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +39,7 @@ def test_renditions_are_scaled_and_stripped_of_exif_and_gps():
     image = stored_image(photo_with_gps())
     assert PILImage.open(image.file.path).getexif().get_ifd(GPS_IFD)  # the original keeps it
 
-    renditions = image_renditions_create(image=image)
+    renditions = renditions_create(image=image)
 
     assert sorted((r.spec, r.width, r.height) for r in renditions) == [(320, 320, 240), (640, 640, 480)]
     for rendition in renditions:
@@ -51,23 +52,23 @@ def test_renditions_are_scaled_and_stripped_of_exif_and_gps():
 
 def test_rotated_photo_renditions_are_upright():
     image = stored_image(photo_with_gps(size=(800, 600), orientation=6))  # "rotate 90° clockwise"
-    renditions = {r.spec: r for r in image_renditions_create(image=image)}
+    renditions = {r.spec: r for r in renditions_create(image=image)}
     assert (renditions[320].width, renditions[320].height) == (320, 427)
 
 
 def test_renditions_are_made_once():
     image = stored_image(photo_with_gps())
-    first = image_renditions_create(image=image)
+    first = renditions_create(image=image)
     names = sorted(rendition.file.name for rendition in first)
 
-    assert image_renditions_create(image=image) == []
-    assert create_renditions([image.pk]) == {"created": 0, "failed": 0}
+    assert renditions_create(image=image) == []
+    assert renditions_create_task([image.pk]) == {"created": 0, "failed": 0}
     assert sorted(image.renditions.values_list("file", flat=True)) == names
 
 
 def test_small_images_are_not_enlarged():
     image = stored_image(encode(photo_like(3, (64, 48))))
-    image_renditions_create(image=image)
+    renditions_create(image=image)
     assert set(image.renditions.values_list("width", "height")) == {(64, 48)}
     image = Image.objects.with_renditions().get(pk=image.pk)
     assert image.thumbnail.srcset.count("64w") == 1  # one candidate per real width
@@ -77,34 +78,14 @@ def test_a_missing_file_is_reported_and_skipped():
     broken = stored_image(encode(photo_like(1, (64, 48))), "broken.jpg")
     fine = stored_image(encode(photo_like(2, (64, 48))), "fine.jpg")
     broken.file.storage.delete(broken.file.name)
-    assert create_renditions([broken.pk, fine.pk]) == {"created": len(RENDITION_WIDTHS), "failed": 1}
+    assert renditions_create_task([broken.pk, fine.pk]) == {"created": len(RENDITION_WIDTHS), "failed": 1}
     assert not broken.renditions.exists()
-
-
-def test_the_sweeper_queues_ready_images_without_renditions(image_factory):
-    old = "2000-01-01T00:00:00Z"
-    waiting = image_factory(1, status=Image.Status.READY, created_at=old)
-    image_factory(2, status=Image.Status.READY)  # just uploaded: its own task is on the way
-    image_factory(3, status=Image.Status.FAILED, created_at=old)  # does not decode
-    done = image_factory(4, status=Image.Status.READY, created_at=old)
-    image_renditions_create(image=done)
-    assert list(Image.objects.ready().without_renditions().filter(created_at=old)) == [waiting]
-    assert renditions_sweep() == 1
-
-
-def test_an_upload_queues_its_follow_up_work_once_committed(
-    staff_client, make_upload, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks() as callbacks:
-        staff_client.post(reverse("admin:gallery_image_add"), {"files": [make_upload(1), make_upload(2)]})
-    assert len(callbacks) == 1  # embeddings and renditions for both images, after the commit
-    assert not Rendition.objects.exists()  # never made in the request
 
 
 def test_gallery_shows_renditions_with_srcset_and_falls_back_to_the_original(client, image_factory):
     waiting = image_factory(1)
     made = stored_image(encode(photo_like(2, (1000, 750))))
-    image_renditions_create(image=made)
+    renditions_create(image=made)
     html = client.get("/").content.decode()
 
     small, large = (made.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
@@ -117,7 +98,7 @@ def test_gallery_shows_renditions_with_srcset_and_falls_back_to_the_original(cli
 
 def test_gallery_queries_do_not_depend_on_the_page_size(client, image_factory, settings):
     for seed in range(8):
-        image_renditions_create(image=image_factory(seed))
+        renditions_create(image=image_factory(seed))
     counts = {}
     for page_size in (2, 8):
         settings.GALLERY_PAGE_SIZE = page_size
@@ -132,7 +113,7 @@ def test_deleting_an_image_removes_its_file_and_renditions_after_commit(
     image_factory, django_capture_on_commit_callbacks
 ):
     image = image_factory(1)
-    image_renditions_create(image=image)
+    renditions_create(image=image)
     paths = [image.file.path] + [rendition.file.path for rendition in image.renditions.all()]
     assert len(paths) == 1 + len(RENDITION_WIDTHS)
 
@@ -147,7 +128,7 @@ def test_deleting_an_image_removes_its_file_and_renditions_after_commit(
 
 def test_admin_list_uses_the_small_rendition(staff_client, image_factory):
     image = image_factory(1)
-    image_renditions_create(image=image)
+    renditions_create(image=image)
     html = staff_client.get(reverse("admin:gallery_image_changelist")).content.decode()
     assert image.renditions.get(spec=RENDITION_WIDTHS[0]).file.url in html
 
@@ -159,7 +140,7 @@ def test_exif_helper_really_embeds_gps():
 
 def test_image_page_offers_renditions_and_the_original_to_the_browser(client):
     image = stored_image(encode(photo_like(2, (1000, 750))))
-    image_renditions_create(image=image)
+    renditions_create(image=image)
     html = client.get(reverse("gallery:image-detail", args=[image.pk])).content.decode()
     small, large = (image.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
     expected = f"{small.file.url} 320w, {large.file.url} 640w, {image.file.url} 1000w"
@@ -170,7 +151,7 @@ def test_image_page_offers_renditions_and_the_original_to_the_browser(client):
 def test_a_large_portrait_photo_still_gets_full_width_sharp_renditions():
     # Decoded at reduced scale for speed, but never below the widest rendition.
     image = stored_image(encode(photo_like(12, (1600, 3200))), name="tall.jpg")
-    renditions = {r.spec: r for r in image_renditions_create(image=image)}
+    renditions = {r.spec: r for r in renditions_create(image=image)}
     assert (renditions[640].width, renditions[640].height) == (640, 1280)
     with PILImage.open(image.file.path) as original, PILImage.open(renditions[640].file.path) as thumbnail:
         reference = original.convert("RGB").resize((640, 1280), PILImage.Resampling.LANCZOS)

@@ -14,8 +14,10 @@ from django.conf import settings
 from PIL import Image
 from torchvision.models import resnet18, resnet50
 
+from imagerec.imaging import synthetic_photo
+from similarity import encoder as encoder_module
 from similarity.encoder import Encoder, build_network, get_encoder
-from similarity.identity import WeightsUnavailable, model_identity
+from similarity.weights import WeightsUnavailable, model_identity
 
 
 def picture(seed: int) -> Image.Image:
@@ -191,8 +193,65 @@ def test_unavailable_imagenet_weights_explain_every_way_out(monkeypatch, tmp_pat
     assert "EMBEDDING_WEIGHTS=random" in message
 
 
-def test_encoder_uses_the_configured_identity():
-    encoder = get_encoder()
+def test_a_weights_file_replaced_in_place_gives_a_new_encoder_and_new_vectors(tmp_path, settings):
+    path = tmp_path / "weights.pth"
+    settings.EMBEDDING_WEIGHTS = str(path)
+    torch.manual_seed(3)
+    torch.save(resnet18().state_dict(), path)
+    first = get_encoder()
 
-    assert isinstance(encoder, Encoder)
-    assert encoder.identity == model_identity()
+    torch.manual_seed(4)
+    torch.save(resnet18().state_dict(), path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    second = get_encoder()
+
+    assert isinstance(second, Encoder) and second is not first
+    assert second.identity == model_identity() != first.identity
+    vectors = [encoder.embed([picture(0)])[0] for encoder in (first, second)]
+    assert np.dot(*vectors) < 0.999  # really the new weights, not the cached network
+    assert get_encoder() is second  # and loaded once
+
+
+# --- Preparing pictures, and threads --------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(1500, 1000), (1000, 1500), (640, 640), (257, 1000), (513, 777), (320, 240), (225, 300)])
+def test_prepared_input_is_the_weights_own_transform(size):
+    encoder = get_encoder()
+    picture = synthetic_photo(7, size)
+
+    fast = encoder.preprocess(picture)
+    reference = encoder.transform(picture)
+
+    assert fast.shape == reference.shape == (3, 224, 224)
+    # The same pixels, but for rounding: one grey level here and there, at most.
+    one_level = 1 / 255 / min(encoder.transform.std)
+    assert (fast - reference).abs().max() <= one_level + 1e-5
+    assert (fast - reference).abs().mean() < one_level / 4
+
+
+def test_prepared_batch_is_channels_last_and_embeds_like_the_reference():
+    encoder = get_encoder()
+    pictures = [synthetic_photo(seed, (800, 600)) for seed in range(3)]
+
+    batch = encoder.pixels_to_tensor([encoder.pixels(picture) for picture in pictures])
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+
+    vectors = encoder.embed(pictures)
+    reference = encoder.embed_tensors(torch.stack([encoder.transform(picture) for picture in pictures]))
+    np.testing.assert_allclose(vectors, reference, atol=1e-4)
+
+
+def test_threads_follow_the_cpu_share_and_the_pool_size(monkeypatch, settings):
+    settings.EMBEDDING_TORCH_THREADS = 0
+    monkeypatch.setattr(encoder_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(encoder_module, "_cgroup_cpu_quota", lambda: None)
+    assert encoder_module.cpu_share() == 4
+    monkeypatch.setattr(encoder_module, "_cgroup_cpu_quota", lambda: 2.5)
+    assert encoder_module.cpu_share() == 2  # a container's quota caps the affinity mask
+
+    monkeypatch.setattr(encoder_module, "pool_processes", 2)
+    assert encoder_module.torch_threads() == 1
+    settings.EMBEDDING_TORCH_THREADS = 3
+    assert encoder_module.torch_threads() == 3

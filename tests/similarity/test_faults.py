@@ -26,10 +26,13 @@ FAST_SWEEPER = {
     "EMBEDDING_SWEEP_PROCESSING_AFTER": "8",
 }
 
+_embedded = devservices.services_urls(settings.TEST_DATA_DIR)
 needs_embedded_redis = pytest.mark.skipif(
-    not settings.CELERY_BROKER_URL.startswith("redis+socket://"), reason="stops and starts the embedded Redis"
+    _embedded.get("CELERY_BROKER_URL") != settings.CELERY_BROKER_URL, reason="stops and starts the embedded Redis"
 )
-needs_embedded_postgres = pytest.mark.skipif(bool(settings.DATABASE_URL), reason="restarts the embedded PostgreSQL")
+needs_embedded_postgres = pytest.mark.skipif(
+    _embedded.get("DATABASE_URL") != settings.DATABASE_URL, reason="restarts the embedded PostgreSQL"
+)
 
 
 def add_images(count: int, size=(1024, 768), first_seed: int = 0) -> list[int]:
@@ -116,18 +119,17 @@ def test_a_database_restart_while_the_worker_is_busy_loses_nothing(start_worker)
 
 
 def test_a_batch_over_the_soft_time_limit_is_marked_failed_with_the_reason(start_worker):
-    from similarity.tasks import embed_images
+    from gallery.pipeline import WORKERS_OWN_LIMITS
+    from gallery.tasks import images_embed
 
-    start_worker(
-        extra_env={"CELERY_TASK_SOFT_TIME_LIMIT": "1", "CELERY_TASK_TIME_LIMIT": "60", "EMBEDDING_BATCH_SIZE": "96"}
-    )
+    start_worker(extra_env={"EMBEDDING_SOFT_TIME_LIMIT": "1", "EMBEDDING_TIME_LIMIT": "60", "EMBEDDING_BATCH_SIZE": "96"})
     image_ids = [
         image_create(upload=upload(f"slow-{seed}.jpg", encode(photo_like(seed, (800, 600)))), enqueue=False).pk
         for seed in range(300, 396)
     ]
-    # One task with more work than a second allows. Time limits travel in the message, set
-    # by the sender from its settings; this sender asks for the short ones explicitly.
-    embed_images.apply_async(args=[image_ids], soft_time_limit=1, time_limit=60)
+    # One task with more work than the worker's one-second limit allows; like the pipeline,
+    # the message carries no limits of its own, so the worker's settings apply.
+    images_embed.apply_async(args=[image_ids], **WORKERS_OWN_LIMITS)
 
     wait_for(
         lambda: Image.objects.failed().count() == len(image_ids),

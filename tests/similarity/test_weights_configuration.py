@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 
 from gallery.models import Image
-from similarity.tasks import embed_images
-from tests.conftest import WorkerProcess
+from gallery.tasks import images_embed
+from tests.conftest import WorkerProcess, worker_environment
 
 
 def test_manage_py_check_warns_about_a_missing_weights_file(settings, tmp_path):
@@ -22,7 +22,7 @@ def test_manage_py_check_warns_about_a_missing_weights_file(settings, tmp_path):
 def test_a_task_that_cannot_load_the_weights_leaves_its_images_pending(image_factory, settings, tmp_path):
     image = image_factory(1)
     settings.EMBEDDING_WEIGHTS = str(tmp_path / "missing.pth")
-    outcome = embed_images.run([image.pk])
+    outcome = images_embed.run([image.pk])
     image.refresh_from_db()
     assert outcome == {"pending": [image.pk]}
     assert image.embedding_status == Image.Status.PENDING
@@ -34,7 +34,7 @@ def test_a_worker_without_its_weights_refuses_to_start_and_says_what_to_do(trans
     missing = tmp_path / "resnet18.pth"
     # Test settings always use random weights; the local ones honour EMBEDDING_WEIGHTS.
     worker = WorkerProcess(
-        extra_env={"DJANGO_SETTINGS_MODULE": "imagerec.settings.local", "EMBEDDING_WEIGHTS": str(missing)}
+        worker_environment(DJANGO_SETTINGS_MODULE="imagerec.settings.local", EMBEDDING_WEIGHTS=str(missing))
     )
     with pytest.raises(RuntimeError, match="exited early") as error:
         worker.start(tmp_path / "workers")

@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from gallery.archives import is_junk
-from gallery.services import image_import_file, images_processing_enqueue
+from gallery.pipeline import images_follow_up_enqueue
+from gallery.services import image_import_file
 
 REFUSED_NAMES_SHOWN = 5
 CAPTION_HEADERS = {"file", "filename", "file name", "file_name", "name", "path"}
@@ -84,7 +85,7 @@ class Command(BaseCommand):
                         added += 1
                         waiting.append(outcome.image.pk)
                         if len(waiting) >= batch:
-                            images_processing_enqueue(image_ids=waiting)
+                            images_follow_up_enqueue(image_ids=waiting)
                             waiting = []
                     elif outcome.status == "duplicate":
                         already += 1
@@ -92,7 +93,7 @@ class Command(BaseCommand):
                         refused[outcome.error].append(relative)
         finally:
             # Interrupted or not, what was added gets its embeddings.
-            images_processing_enqueue(image_ids=waiting)
+            images_follow_up_enqueue(image_ids=waiting)
 
         total_refused = sum(len(names) for names in refused.values())
         self.stdout.write(

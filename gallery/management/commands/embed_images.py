@@ -3,14 +3,12 @@
 from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Exists, OuterRef
 from tqdm import tqdm
 
+from gallery import lifecycle, pipeline
+from gallery.embedding import images_embed
 from gallery.models import Image
-from similarity.identity import WeightsUnavailable, model_identity
-from similarity.models import Embedding
-from similarity.selectors import images_stale_for
-from similarity.services import embeddings_compute, embeddings_publish, images_mark_pending, near_duplicates_mark
+from similarity.weights import WeightsUnavailable, model_identity
 
 
 class Command(BaseCommand):
@@ -40,35 +38,34 @@ class Command(BaseCommand):
         if all:
             images = Image.objects.all()
         elif stale:
-            images = images_stale_for(identity=identity)
+            images = Image.objects.stale(identity)
         else:
-            current = Embedding.objects.filter(image=OuterRef("pk"), model_identity=identity)
-            images = Image.objects.filter(~Exists(current))
+            images = Image.objects.without_embedding(identity)
         image_ids = list(images.order_by("pk").values_list("pk", flat=True))
         if not image_ids:
             self.stdout.write(f"Nothing to do: every image has a {identity} embedding.")
             return
-        if not queue:
-            from similarity.encoder import get_encoder
-
-            try:
-                get_encoder()  # fail before touching any row when the weights are missing
-            except WeightsUnavailable as error:
-                raise CommandError(str(error)) from None
-        images_mark_pending(images=Image.objects.filter(pk__in=image_ids))
 
         if queue:
-            sent = embeddings_publish(image_ids=image_ids)
-            verb = "Queued" if sent else "Could not reach the broker for"
-            self.stdout.write(f"{verb} {len(image_ids)} image(s) for {identity}.")
+            pipeline.images_embedding_requeue(image_ids=image_ids)
+            self.stdout.write(
+                f"Queued {len(image_ids)} image(s) for {identity}; the workers compute them "
+                "(if the broker is unreachable, the sweeper sends them later)."
+            )
             return
 
+        from similarity.encoder import get_encoder
+
+        try:
+            get_encoder()  # fail before touching any row when the weights are missing
+        except WeightsUnavailable as error:
+            raise CommandError(str(error)) from None
+        lifecycle.images_mark_pending(image_ids=image_ids)
         done, failed, skipped = 0, {}, 0
         with tqdm(total=len(image_ids), desc=f"Embedding ({identity})", unit="image") as progress:
             for start in range(0, len(image_ids), batch_size):
                 chunk = image_ids[start : start + batch_size]
-                result = embeddings_compute(image_ids=chunk, fill_batch=False)
-                near_duplicates_mark(image_ids=result.ready)
+                result = images_embed(image_ids=chunk, fill_batch=False)
                 done += len(result.ready)
                 failed.update(result.failed)
                 skipped += len(result.skipped)

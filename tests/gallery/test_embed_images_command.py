@@ -6,8 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gallery.models import Image
+from gallery.selectors import embedding_status_counts
 from similarity.models import Embedding
-from similarity.selectors import embedding_status_counts
 from tests.conftest import unit_vector
 
 pytestmark = pytest.mark.django_db
@@ -68,27 +68,3 @@ def test_missing_weights_file_is_a_clear_command_error(image_factory, settings, 
         run("--missing")
     image.refresh_from_db()
     assert image.embedding_status == Image.Status.PENDING
-
-
-def test_a_poison_image_stops_after_the_attempt_limit(image_factory, settings):
-    from similarity.services import embeddings_compute
-
-    settings.EMBEDDING_MAX_ATTEMPTS = 3
-    image = image_factory(1, embedding_attempts=3)
-    result = embeddings_compute(image_ids=[image.pk])
-    image.refresh_from_db()
-    assert image.embedding_status == Image.Status.FAILED
-    assert image.embedding_error == "Gave up after 3 attempts."
-    assert result.failed == {image.pk: "Gave up after 3 attempts."}
-
-
-def test_a_second_delivery_of_the_same_task_does_nothing(image_factory):
-    from similarity.services import embeddings_compute
-
-    image = image_factory(1)
-    first = embeddings_compute(image_ids=[image.pk])
-    stored = Embedding.objects.get(image=image)
-    second = embeddings_compute(image_ids=[image.pk])
-    assert first.ready == [image.pk]
-    assert second.ready == [] and second.skipped == [image.pk]
-    assert Embedding.objects.get(image=image).created_at == stored.created_at

@@ -1,4 +1,4 @@
-"""load_rgb: every accepted file becomes the upright RGB picture a person would see.
+"""imagerec.imaging: every accepted file becomes the upright RGB picture a person would see.
 
 Embeddings come from the test settings' random weights, under which unrelated pictures are
 still close in absolute terms (cosine distances of a few hundredths), so each embedding
@@ -13,33 +13,22 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageDraw
 
+from imagerec.imaging import (
+    DRAFT_COSINE_TOLERANCE,
+    DRAFT_MIN_SIDE,
+    TooManyPixels,
+    UndecodableImage,
+    decode,
+    load_rgb,
+)
 from similarity.encoder import get_encoder
-from similarity.imaging import DRAFT_COSINE_TOLERANCE, DRAFT_MIN_SIDE, UndecodableImage, load_rgb
+from tests.conftest import photo_like
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
 BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
-
-
-def photo_like(size: tuple[int, int], seed: int = 0) -> Image.Image:
-    """Smooth colour gradients, grain and a few solid shapes: what a camera produces."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    picture = np.empty((height, width, 3), dtype=np.float32)
-    for channel in range(3):
-        fx, fy = rng.uniform(1.0, 4.0, size=2)
-        picture[..., channel] = 127 + 100 * np.sin(fx * x / width * np.pi + fy * y / height * np.pi + channel)
-    picture += rng.normal(0, 10, picture.shape)
-    image = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(8):
-        left, top = rng.integers(0, width * 4 // 5), rng.integers(0, height * 4 // 5)
-        right, bottom = left + rng.integers(width // 20, width // 5), top + rng.integers(height // 20, height // 5)
-        draw.ellipse([left, top, right, bottom], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return image
 
 
 def encode(image: Image.Image, image_format: str, **options) -> io.BytesIO:
@@ -70,7 +59,7 @@ def assert_colour(image: Image.Image, xy: tuple[int, int], expected, tolerance: 
 
 def sideways_photo() -> Image.Image:
     """A photo as a camera held on its side stores it, with a red marker in the top-left corner."""
-    image = photo_like((320, 240), seed=1)
+    image = photo_like(1, (320, 240))
     ImageDraw.Draw(image).rectangle([0, 0, 39, 39], fill=RED)
     return image
 
@@ -242,19 +231,19 @@ def test_first_frame_of_animations_and_multi_page_files_is_used(image_format, op
 
 @pytest.fixture(scope="module")
 def large_jpeg() -> bytes:
-    return encode(photo_like((3000, 2000), seed=2), "JPEG", quality=90).getvalue()
+    return encode(photo_like(2, (3000, 2000)), "JPEG", quality=90).getvalue()
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale_without_changing_its_embedding(large_jpeg):
     drafted = load_rgb(io.BytesIO(large_jpeg))
-    full = load_rgb(io.BytesIO(large_jpeg), draft=False)
+    full = load_rgb(io.BytesIO(large_jpeg), draft_min_side=None)
 
     assert full.size == (3000, 2000)
     assert drafted.size[0] < 3000 and drafted.size[1] < 2000  # the draft really happened
     assert min(drafted.size) >= DRAFT_MIN_SIDE  # ...but kept enough pixels for the network
     assert drafted.size[0] * 2 == drafted.size[1] * 3  # and the aspect ratio
 
-    different = photo_like((3000 // 8, 2000 // 8), seed=3)
+    different = photo_like(3, (3000 // 8, 2000 // 8))
     drafted_vector, full_vector, different_vector = get_encoder().embed([drafted, full, different])
     distance = cosine_distance(drafted_vector, full_vector)
     assert distance <= DRAFT_COSINE_TOLERANCE
@@ -269,7 +258,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale_without_changing_its_embedding(l
 
 
 def test_draft_applies_after_exif_orientation_too():
-    stored = photo_like((1200, 800), seed=4)
+    stored = photo_like(4, (1200, 800))
 
     loaded = load_rgb(encode(stored, "JPEG", exif=with_orientation(6), quality=85))
 
@@ -278,7 +267,7 @@ def test_draft_applies_after_exif_orientation_too():
 
 
 def test_small_jpeg_keeps_its_full_size():
-    loaded = load_rgb(encode(photo_like((600, 400)), "JPEG"))
+    loaded = load_rgb(encode(photo_like(0, (600, 400)), "JPEG"))
 
     assert loaded.size == (600, 400)
 
@@ -289,20 +278,57 @@ def test_small_jpeg_keeps_its_full_size():
 @pytest.mark.parametrize("max_pixels", [400, 999])  # beyond twice the limit, and just beyond it
 def test_too_many_pixels_is_refused_with_a_readable_message(max_pixels):
     limit_before = Image.MAX_IMAGE_PIXELS
-    encoded = encode(photo_like((40, 25)), "PNG")
+    encoded = encode(photo_like(0, (40, 25)), "PNG")
 
-    with pytest.raises(UndecodableImage, match="too many pixels"):
+    with pytest.raises(TooManyPixels, match="too many pixels"):
         load_rgb(encoded, max_pixels=max_pixels)
 
-    # The process-wide limit is restored, so the next image is judged by the normal limit.
+    # Nothing process-wide changed: the next image is judged by its own call's limit.
     assert Image.MAX_IMAGE_PIXELS == limit_before
     encoded.seek(0)
     assert load_rgb(encoded, max_pixels=1000).size == (40, 25)
 
 
+def test_beyond_twice_the_process_limit_pillow_itself_refuses_and_we_say_so(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(TooManyPixels, match="the limit is 100"):
+        decode(encode(photo_like(0, (40, 25)), "PNG"))
+
+
+def test_many_threads_decoding_at_once_each_get_their_own_answer():
+    """The worker decodes in threads: calls with different limits must not change each other's fate.
+
+    Before, each call swapped Pillow's process-wide limit and warning filters (neither is
+    thread-safe), so one thread could judge its image by another's limit.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ordinary = encode(photo_like(1, (600, 400)), "JPEG").getvalue()  # 0.24 Mpx
+    bomb = encode(Image.new("L", (1200, 1000)), "PNG").getvalue()  # 1.2 Mpx of one grey: a few KB
+    cases = [
+        (ordinary, 1_000_000, (600, 400)),
+        (ordinary, 100_000, "refused"),
+        (bomb, 1_000_000, "refused"),
+        (bomb, 2_000_000, (1200, 1000)),
+    ]
+    jobs = [cases[index % len(cases)] for index in range(400)]
+
+    def outcome(job):
+        data, limit, _ = job
+        try:
+            return decode(io.BytesIO(data), max_pixels=limit).picture.size
+        except TooManyPixels:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(outcome, jobs))
+
+    assert results == [expected for _, _, expected in jobs]
+
+
 @pytest.mark.parametrize("size", [(320, 240), (1200, 900)])  # full decode and drafted decode
 def test_truncated_jpeg_is_undecodable(size):
-    data = encode(photo_like(size), "JPEG").getvalue()
+    data = encode(photo_like(0, size), "JPEG").getvalue()
 
     with pytest.raises(UndecodableImage, match="cannot be decoded"):
         load_rgb(io.BytesIO(data[: len(data) // 2]))

@@ -1,0 +1,117 @@
+"""The worker's part of an image's lifecycle: claim, embed, store, flag near-duplicates.
+
+``images_embed`` is what the embedding task and ``manage.py embed_images`` call. It cleans
+up exactly what it claimed: on a give-up signal (the task's soft time limit) its unfinished
+images fail with the reason; on any other interruption they go back to pending. Images it
+did not claim, another worker's among them, are never touched.
+
+Worker-side code: it reaches the encoder (and so torch) through ``similarity.compute``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+
+from similarity.compute import embeddings_compute
+from similarity.services import embeddings_store
+from similarity.weights import WeightsUnavailable, model_identity
+
+from . import lifecycle
+from .services import near_duplicates_mark
+
+logger = logging.getLogger(__name__)
+
+# Interruptions that are not the images' fault do not count towards giving up on them.
+NOT_THE_IMAGES_FAULT = (WeightsUnavailable, OperationalError, InterfaceError, ConnectionError)
+STEPS = ("claim", "decode", "forward", "store", "decode_cpu", "duplicates")
+
+
+@dataclass
+class EmbedResult:
+    ready: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)  # named, but done, failed, or another worker's
+    # Seconds spent on each step in the calling thread; decode_cpu: the decode threads' CPU time.
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STEPS, 0.0))
+
+    def as_dict(self) -> dict:
+        return {"ready": self.ready, "failed": self.failed, "skipped": self.skipped, "timings": self.timings}
+
+
+def images_embed(
+    *,
+    image_ids: list[int],
+    fill_batch: bool = True,
+    give_up_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+    give_up_reason: str = "",
+) -> EmbedResult:
+    """Embed the given images (with ``fill_batch``, other waiting ones too) and store the vectors.
+
+    With ``fill_batch`` one call claims up to EMBEDDING_CLAIM_BATCHES batches of
+    EMBEDDING_BATCH_SIZE when the queue is deep, so later tasks find their images done. Each
+    batch is stored, and its images become ready, as soon as it is through the network.
+    """
+    result = EmbedResult()
+    timings = result.timings
+    batch_size = settings.EMBEDDING_BATCH_SIZE
+    fill_to = max(batch_size * max(1, settings.EMBEDDING_CLAIM_BATCHES), len(image_ids)) if fill_batch else 0
+    started = time.perf_counter()
+    claim = lifecycle.images_claim(image_ids=image_ids, fill_to=fill_to)
+    timings["claim"] = time.perf_counter() - started
+    result.skipped, result.failed = claim.skipped, dict(claim.gave_up)
+    outstanding = {image.pk for image in claim.images}
+    if not outstanding:
+        return result
+    try:
+        identity = model_identity()
+        sources = [(image.pk, functools.partial(image.file.storage.open, image.file.name, "rb")) for image in claim.images]
+        for batch in embeddings_compute(sources=sources, batch_size=batch_size):
+            stored_at = time.perf_counter()
+            if batch.failures:
+                lifecycle.images_mark_failed(failures=batch.failures)
+                result.failed.update(batch.failures)
+            if batch.vectors:
+                with transaction.atomic():
+                    embeddings_store(vectors_by_image=batch.vectors, identity=identity)
+                    lifecycle.images_mark_ready(image_ids=batch.vectors)
+                result.ready.extend(batch.vectors)
+            outstanding -= set(batch.vectors) | set(batch.failures)
+            timings["decode"] += batch.decode_wait
+            timings["decode_cpu"] += batch.decode_cpu
+            timings["forward"] += batch.forward
+            timings["store"] += time.perf_counter() - stored_at
+        marked_at = time.perf_counter()
+        near_duplicates_mark(image_ids=result.ready)
+        timings["duplicates"] = time.perf_counter() - marked_at
+    except give_up_on:
+        failures = dict.fromkeys(outstanding, give_up_reason)
+        lifecycle.images_mark_failed(failures=failures)
+        result.failed.update(failures)
+        logger.error("Gave up on %d image(s): %s", len(failures), give_up_reason, extra={"image_ids": sorted(failures)})
+        return result
+    except BaseException as error:
+        _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT))
+        raise
+    logger.info(
+        "Embedded %d image(s), %d failed",
+        len(result.ready),
+        len(result.failed),
+        extra={"image_ids": result.ready, "failed": result.failed, "timings": timings},
+    )
+    return result
+
+
+def _release(image_ids: set[int], *, count_attempt: bool) -> None:
+    if not image_ids:
+        return
+    try:
+        lifecycle.images_release(image_ids=image_ids, count_attempt=count_attempt)
+    except (OperationalError, InterfaceError):
+        # The database is away: the sweeper frees them once it is back.
+        logger.warning("Could not release %d claimed image(s); the sweeper will", len(image_ids))

@@ -1,0 +1,99 @@
+"""Follow-up work for images: published once their rows commit, and swept up when lost.
+
+Every image needs two kinds of follow-up work, an embedding and its renditions. This is the
+one place that sends it, and the one sweeper that finds what a lost message, a broker outage
+or a killed worker left undone.
+
+Tasks are sent by name (``send_task``): this module imports neither the worker's code nor
+torch, so the web process stays light, and the settings' routes decide which queue, and so
+which pool of workers, gets each kind of work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from imagerec.celery import app
+
+from . import lifecycle
+from .models import Image
+
+logger = logging.getLogger(__name__)
+
+EMBED_TASK = "gallery.images_embed"
+RENDITIONS_TASK = "gallery.renditions_create"
+SWEEP_TASK = "gallery.images_sweep"
+# Explicit None: the message carries no time limits, so the worker applies its own settings'
+# (a sender that has the task registered would otherwise stamp its own into the message).
+WORKERS_OWN_LIMITS = {"time_limit": None, "soft_time_limit": None}
+# Renditions are quick (tens of milliseconds each); a batch keeps the message count low.
+RENDITIONS_PER_TASK = 50
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
+
+
+def images_follow_up_publish(*, image_ids: Iterable[int], embeddings: bool = True, renditions: bool = True) -> bool:
+    """Send the work now. False when the broker is unreachable: the sweeper sends it later."""
+    image_ids = list(image_ids)
+    try:
+        if embeddings:
+            for chunk in _chunks(image_ids, settings.EMBEDDING_BATCH_SIZE):
+                app.send_task(EMBED_TASK, args=[chunk], **WORKERS_OWN_LIMITS)
+        if renditions:
+            for chunk in _chunks(image_ids, RENDITIONS_PER_TASK):
+                app.send_task(RENDITIONS_TASK, args=[chunk], **WORKERS_OWN_LIMITS)
+    except Exception:
+        logger.warning(
+            "Broker unavailable: follow-up work for %d image(s) waits for the sweeper", len(image_ids), exc_info=True
+        )
+        return False
+    return True
+
+
+def images_follow_up_enqueue(*, image_ids: Iterable[int], embeddings: bool = True, renditions: bool = True) -> None:
+    """Publish once the current transaction commits: never for rows that were rolled back."""
+    image_ids = list(image_ids)
+    if image_ids:
+        transaction.on_commit(
+            lambda: images_follow_up_publish(image_ids=image_ids, embeddings=embeddings, renditions=renditions)
+        )
+
+
+def images_embedding_requeue(*, image_ids: Iterable[int]) -> int:
+    """Start these images' embeddings over (recompute, retry a failure); returns how many."""
+    image_ids = list(image_ids)
+    with transaction.atomic():
+        count = lifecycle.images_mark_pending(image_ids=image_ids)
+        images_follow_up_enqueue(image_ids=image_ids, renditions=False)
+    return count
+
+
+def images_sweep() -> dict[str, int]:
+    """Send again the work that was lost: embeddings of stuck images, renditions still missing.
+
+    Renditions only for ready images a while old: their file has decoded once, so the task
+    has a fair chance, and the upload's own task has had time to run.
+    """
+    embeddings = lifecycle.images_requeue_stuck()
+    if embeddings:
+        images_follow_up_publish(image_ids=embeddings, renditions=False)
+    cutoff = timezone.now() - timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
+    renditions = list(
+        Image.objects.ready()
+        .without_renditions()
+        .filter(created_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:5_000]
+    )
+    if renditions:
+        images_follow_up_publish(image_ids=renditions, embeddings=False)
+    return {"embeddings": len(embeddings), "renditions": len(renditions)}

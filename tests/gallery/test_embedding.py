@@ -1,0 +1,123 @@
+"""The worker's embedding service: claim, embed in pipelined batches, store, clean up what it claimed."""
+
+import numpy as np
+import pytest
+from django.db import OperationalError
+
+from gallery import embedding
+from gallery.embedding import images_embed
+from gallery.models import Image
+from imagerec.imaging import load_rgb
+from similarity.encoder import get_encoder
+from similarity.models import Embedding
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_claim_of_several_batches_is_embedded_batch_by_batch(image_factory, settings):
+    settings.EMBEDDING_BATCH_SIZE = 2
+    settings.EMBEDDING_CLAIM_BATCHES = 2
+    images = [image_factory(seed) for seed in range(6)]
+    broken = images[1]
+    broken.file.storage.delete(broken.file.name)
+
+    first = images_embed(image_ids=[images[0].pk])
+
+    # One call claims two batches' worth; the broken file fails without stopping the rest.
+    assert sorted(first.ready) == [images[0].pk, images[2].pk, images[3].pk]
+    assert first.failed == {broken.pk: "The stored file is missing."}
+    assert first.timings["forward"] > 0 and first.timings["claim"] > 0
+    second = images_embed(image_ids=[images[1].pk])
+    assert second.skipped == [broken.pk]
+    assert sorted(second.ready) == [images[4].pk, images[5].pk]
+    assert Image.objects.ready().count() == 5
+    assert Image.objects.failed().get() == broken
+
+    # Batching changes nothing: the stored vector is the picture's own (to the precision of
+    # halfvec storage: float16 keeps about three significant digits).
+    with images[3].file.open("rb") as handle:
+        alone = get_encoder().embed([load_rgb(handle)])[0]
+    np.testing.assert_allclose(np.asarray(images[3].embeddings.get().vector, dtype=np.float32), alone, atol=5e-4)
+
+
+def test_a_poison_image_stops_after_the_attempt_limit(image_factory, settings):
+    settings.EMBEDDING_MAX_ATTEMPTS = 3
+    image = image_factory(1, embedding_attempts=3)
+    result = images_embed(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.embedding_status == Image.Status.FAILED
+    assert image.embedding_error == "Gave up after 3 attempts."
+    assert result.failed == {image.pk: "Gave up after 3 attempts."}
+
+
+def test_a_second_delivery_of_the_same_task_does_nothing(image_factory):
+    image = image_factory(1)
+    first = images_embed(image_ids=[image.pk])
+    stored = Embedding.objects.get(image=image)
+    second = images_embed(image_ids=[image.pk])
+    assert first.ready == [image.pk]
+    assert second.ready == [] and second.skipped == [image.pk]
+    assert Embedding.objects.get(image=image).created_at == stored.created_at
+
+
+class GiveUp(Exception):
+    """Stands in for Celery's SoftTimeLimitExceeded, which the task passes as ``give_up_on``."""
+
+
+def interrupt_after_first_batch(error):
+    real = embedding.embeddings_compute
+
+    def compute(**kwargs):
+        batches = real(**kwargs)
+        yield next(batches)
+        raise error
+
+    return compute
+
+
+@pytest.fixture
+def one_claim_and_another_workers_image(image_factory, settings):
+    """Six pending images (a task names two, the claim fills up to four) and one another worker holds."""
+    settings.EMBEDDING_BATCH_SIZE = 2
+    settings.EMBEDDING_CLAIM_BATCHES = 2
+    pending = [image_factory(seed) for seed in range(6)]
+    elsewhere = image_factory(9, status=Image.Status.PROCESSING)
+    return pending, elsewhere
+
+
+def test_giving_up_fails_exactly_what_this_call_claimed(one_claim_and_another_workers_image, monkeypatch):
+    pending, elsewhere = one_claim_and_another_workers_image
+    monkeypatch.setattr(embedding, "embeddings_compute", interrupt_after_first_batch(GiveUp()))
+
+    result = images_embed(image_ids=[pending[0].pk, pending[1].pk], give_up_on=GiveUp, give_up_reason="Too slow.")
+
+    statuses = dict(Image.objects.values_list("pk", "embedding_status"))
+    # The first batch was stored; the second batch of the claim (two images taken to fill
+    # it) fails with the reason at once, instead of waiting minutes for the sweeper.
+    assert sorted(result.ready) == [pending[0].pk, pending[1].pk]
+    assert all(statuses[pk] == Image.Status.READY for pk in result.ready)
+    assert set(result.failed) == {pending[2].pk, pending[3].pk}
+    assert set(Image.objects.failed().values_list("embedding_error", flat=True)) == {"Too slow."}
+    # What it never claimed is untouched: the rest of the queue, and another worker's image.
+    assert statuses[pending[4].pk] == statuses[pending[5].pk] == Image.Status.PENDING
+    assert statuses[elsewhere.pk] == Image.Status.PROCESSING
+
+
+@pytest.mark.parametrize(
+    ("error", "attempt_counts"),
+    [(RuntimeError("a bug"), True), (OperationalError("connection lost"), False)],
+    ids=["a fault in the code", "a lost database connection"],
+)
+def test_an_interruption_hands_the_unfinished_claim_back(
+    one_claim_and_another_workers_image, monkeypatch, error, attempt_counts
+):
+    pending, elsewhere = one_claim_and_another_workers_image
+    monkeypatch.setattr(embedding, "embeddings_compute", interrupt_after_first_batch(error))
+
+    with pytest.raises(type(error)):
+        images_embed(image_ids=[pending[0].pk])
+
+    unfinished = Image.objects.filter(pk__in=[pending[2].pk, pending[3].pk])
+    assert set(unfinished.values_list("embedding_status", flat=True)) == {Image.Status.PENDING}
+    assert set(unfinished.values_list("embedding_attempts", flat=True)) == {1 if attempt_counts else 0}
+    assert Image.objects.get(pk=elsewhere.pk).embedding_status == Image.Status.PROCESSING

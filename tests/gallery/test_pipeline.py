@@ -1,0 +1,102 @@
+"""Follow-up work: sent to the real broker after commit, never before, and swept up when lost."""
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from gallery import pipeline
+from gallery.models import Image, Rendition
+from gallery.renditions import renditions_create
+from imagerec.celery import app
+from tests.conftest import purge_queues
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def broker_queue():
+    """What waits in this session's queue on the real Redis: [(task name, args), ...]."""
+    purge_queues()
+
+    def messages() -> list[tuple[str, list]]:
+        with app.connection_for_read() as connection:
+            raw = connection.default_channel.client.lrange(app.conf.task_default_queue, 0, -1)
+        found = []
+        for item in reversed(raw):  # Redis queues push on the left
+            message = json.loads(item)
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.append((message["headers"]["task"], args))
+        return found
+
+    yield messages
+    purge_queues()
+
+
+def test_an_upload_sends_its_follow_up_work_after_the_commit_and_not_before(
+    staff_client, make_upload, broker_queue, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        staff_client.post(reverse("admin:gallery_image_add"), {"files": [make_upload(1), make_upload(2)]})
+    assert broker_queue() == []  # nothing is sent while the rows could still roll back
+    for callback in callbacks:
+        callback()
+
+    image_ids = sorted(Image.objects.values_list("pk", flat=True))
+    assert sorted((name, sorted(args[0])) for name, args in broker_queue()) == [
+        (pipeline.EMBED_TASK, image_ids),
+        (pipeline.RENDITIONS_TASK, image_ids),
+    ]
+    assert not Rendition.objects.exists()  # never made in the request
+
+
+def test_embeddings_are_sent_in_batches_of_the_worker_batch_size(image_factory, broker_queue, settings):
+    settings.EMBEDDING_BATCH_SIZE = 2
+    image_ids = [image_factory(seed).pk for seed in range(5)]
+
+    assert pipeline.images_follow_up_publish(image_ids=image_ids, renditions=False)
+
+    assert broker_queue() == [
+        (pipeline.EMBED_TASK, [image_ids[0:2]]),
+        (pipeline.EMBED_TASK, [image_ids[2:4]]),
+        (pipeline.EMBED_TASK, [image_ids[4:5]]),
+    ]
+
+
+def test_requeueing_starts_images_over_and_sends_only_their_embeddings(
+    image_factory, broker_queue, django_capture_on_commit_callbacks
+):
+    failed = image_factory(1, status=Image.Status.FAILED, embedding_error="broken", embedding_attempts=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert pipeline.images_embedding_requeue(image_ids=[failed.pk]) == 1
+
+    failed.refresh_from_db()
+    assert (failed.embedding_status, failed.embedding_error, failed.embedding_attempts) == ("pending", "", 0)
+    assert broker_queue() == [(pipeline.EMBED_TASK, [[failed.pk]])]
+
+
+def test_the_sweeper_sends_again_what_was_lost_and_nothing_else(image_factory, broker_queue, settings):
+    long_ago = timezone.now() - timedelta(hours=1)
+    lost_message = image_factory(1, status=Image.Status.PENDING, status_changed_at=long_ago)
+    dead_worker = image_factory(2, status=Image.Status.PROCESSING, status_changed_at=long_ago)
+    image_factory(3, status=Image.Status.PENDING)  # just queued: its message is on the way
+    image_factory(4, status=Image.Status.PROCESSING)  # a live worker has it
+    no_thumbnails = image_factory(5, status=Image.Status.READY, created_at=long_ago)
+    image_factory(6, status=Image.Status.READY)  # just uploaded: its own rendition task is on the way
+    image_factory(7, status=Image.Status.FAILED, created_at=long_ago)  # does not decode
+    done = image_factory(8, status=Image.Status.READY, created_at=long_ago)
+    renditions_create(image=done)
+
+    assert pipeline.images_sweep() == {"embeddings": 2, "renditions": 1}
+
+    assert broker_queue() == [
+        (pipeline.EMBED_TASK, [[lost_message.pk, dead_worker.pk]]),
+        (pipeline.RENDITIONS_TASK, [[no_thumbnails.pk]]),
+    ]
+    dead_worker.refresh_from_db()
+    assert dead_worker.embedding_status == Image.Status.PENDING
+    # Sent once: the next sweep finds them waiting for a worker, not lost.
+    assert pipeline.images_sweep() == {"embeddings": 0, "renditions": 1}

@@ -1,0 +1,123 @@
+"""Real worker processes for tests and benchmarks: `celery worker` started as production does.
+
+Imported by ``tests/conftest.py`` and by the benchmarks, so both drive workers the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting for {message}")
+
+
+def database_url(settings_dict: dict) -> str:
+    """The URL of a Django DATABASES entry (the test database, once created)."""
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or ""
+    name = quote(settings_dict["NAME"], safe="")
+    if host.startswith("/"):
+        return f"postgres://{credentials}/{name}?host={quote(host, safe='/')}"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{credentials}{host}{port}/{name}"
+
+
+class WorkerProcess:
+    """A `celery worker` started as a separate process, as in production."""
+
+    def __init__(
+        self,
+        env: dict,
+        *,
+        concurrency: int = 1,
+        beat: bool = False,
+        queues: str = "",
+        command_prefix: tuple[str, ...] = (),
+    ):
+        self.env = env
+        self.concurrency = concurrency
+        self.beat = beat
+        self.queues = queues
+        self.command_prefix = command_prefix  # e.g. `ip netns exec <name>`
+        self.hostname = f"worker-{os.getpid()}-{time.monotonic_ns()}@imagerec"
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self._log = None
+
+    def start(self, log_dir: Path, *, wait: bool = True) -> WorkerProcess:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.hostname.split('@')[0]}.log"
+        command = [
+            *self.command_prefix, sys.executable, "-m", "celery", "-A", "imagerec", "worker",
+            "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
+            "--without-gossip", "--without-mingle", f"--hostname={self.hostname}",
+        ]
+        if self.queues:
+            command.append(f"--queues={self.queues}")
+        if self.beat:
+            command += ["--beat", f"--schedule={log_dir / 'beat-schedule'}"]
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=PROJECT_DIR, env={"PYTHONUNBUFFERED": "1", **self.env},
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the worker answers Celery's own ping: its consumer and pool are up."""
+        from imagerec.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"The worker exited early:\n{self.log()}")
+            if app.control.ping(destination=[self.hostname], timeout=0.5):
+                return
+        raise RuntimeError(f"The worker did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and its children), as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log:
+            self._log.close()
+
+
+def purge_queues(*queues: str) -> None:
+    """Drop messages left by earlier work, so each test or run sees only its own."""
+    from imagerec.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in queues or [app.conf.task_default_queue]:
+            connection.default_channel.queue_purge(queue)
