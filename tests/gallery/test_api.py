@@ -1,46 +1,19 @@
-import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from gallery.models import Image
-from similarity.models import EMBEDDING_DIMENSIONS, Embedding
-from similarity.weights import model_identity
+from tests.conftest import unit_vector
 
 pytestmark = pytest.mark.django_db
 
 
-def image_with_vector(number: int, vector) -> Image:
-    image = Image.objects.create(
-        file=f"images/test/{number}.png",
-        original_name=f"{number}.png",
-        caption=f"picture {number}",
-        format="PNG",
-        width=32,
-        height=24,
-        file_size=100,
-        sha256=f"{number:064x}",
-        embedding_status=Image.Status.READY,
-    )
-    if vector is not None:
-        Embedding.objects.create(image=image, model_identity=model_identity(), vector=vector)
-    return image
-
-
-def direction(*weights: float):
-    """A unit vector whose first coordinates are ``weights``: cosine order is easy to predict."""
-    vector = np.zeros(EMBEDDING_DIMENSIONS, dtype=np.float32)
-    vector[: len(weights)] = weights
-    return vector / np.linalg.norm(vector)
-
-
 @pytest.fixture
-def gallery_images():
-    chosen = image_with_vector(1, direction(1, 0))
-    near = image_with_vector(2, direction(1, 0.1))
-    middle = image_with_vector(3, direction(1, 1))
-    far = image_with_vector(4, direction(0, 1))
+def gallery_images(image_factory):
+    chosen = image_factory(1, vector=unit_vector(1, 0), caption="picture 1")
+    near = image_factory(2, vector=unit_vector(1, 0.1), caption="picture 2")
+    middle = image_factory(3, vector=unit_vector(1, 1), caption="picture 3")
+    far = image_factory(4, vector=unit_vector(0, 1), caption="picture 4")
     return chosen, near, middle, far
 
 
@@ -67,7 +40,7 @@ def test_lists_the_nearest_images_most_similar_first(client, gallery_images):
         "id": near.pk,
         "caption": "picture 2",
         "url": near.file.url,
-        "similarity": pytest.approx(float(direction(1, 0) @ direction(1, 0.1)), abs=1e-5),
+        "similarity": pytest.approx(float(unit_vector(1, 0) @ unit_vector(1, 0.1)), abs=1e-5),
     }
     assert body["similar"][1]["similarity"] == pytest.approx(2**-0.5, abs=1e-5)
     assert body["similar"][2]["similarity"] == pytest.approx(0.0, abs=1e-5)
@@ -82,9 +55,9 @@ def test_k_is_clamped_like_the_page(client, gallery_images, settings):
     assert len(client.get(similar_url(chosen, k=10_000)).json()["similar"]) == 2
 
 
-def test_query_count_does_not_grow_with_k(client, gallery_images):
+def test_query_count_does_not_grow_with_k(client, gallery_images, image_factory):
     for number in range(5, 30):
-        image_with_vector(number, direction(1, number / 10, 0.5))
+        image_factory(number, vector=unit_vector(1, number / 10, 0.5))
     chosen = gallery_images[0]
 
     with CaptureQueriesContext(connection) as one:
@@ -97,8 +70,8 @@ def test_query_count_does_not_grow_with_k(client, gallery_images):
     assert len(one) == len(twenty) == 2
 
 
-def test_an_image_without_a_vector_has_no_neighbours_yet(client, gallery_images):
-    pending = image_with_vector(99, None)
+def test_an_image_without_a_vector_has_no_neighbours_yet(client, gallery_images, image_factory):
+    pending = image_factory(99)
 
     body = client.get(similar_url(pending)).json()
 

@@ -1,6 +1,5 @@
 """Thumbnails: made once, re-encoded without metadata, shown with srcset, removed with the image."""
 
-import io
 import os
 
 import numpy as np
@@ -37,7 +36,8 @@ def stored_image(content: bytes, name="photo.jpg") -> Image:
 
 def test_renditions_are_scaled_and_stripped_of_exif_and_gps():
     image = stored_image(photo_with_gps())
-    assert PILImage.open(image.file.path).getexif().get_ifd(GPS_IFD)  # the original keeps it
+    with PILImage.open(image.file.path) as original:
+        assert original.getexif().get_ifd(GPS_IFD)[1] == "N"  # the original keeps its location
 
     renditions = renditions_create(image=image)
 
@@ -119,7 +119,7 @@ def test_deleting_an_image_removes_its_file_and_renditions_after_commit(
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         image.delete()
-    assert all(PILImage.open(path) for path in paths)  # nothing gone before the commit
+    assert all(os.path.exists(path) for path in paths)  # nothing gone before the commit
     assert not Rendition.objects.exists()
     for callback in callbacks:
         callback()
@@ -131,11 +131,6 @@ def test_admin_list_uses_the_small_rendition(staff_client, image_factory):
     renditions_create(image=image)
     html = staff_client.get(reverse("admin:gallery_image_changelist")).content.decode()
     assert image.renditions.get(spec=RENDITION_WIDTHS[0]).file.url in html
-
-
-def test_exif_helper_really_embeds_gps():
-    with PILImage.open(io.BytesIO(photo_with_gps())) as picture:
-        assert picture.getexif().get_ifd(GPS_IFD)[1] == "N"
 
 
 def test_image_page_offers_renditions_and_the_original_to_the_browser(client):
