@@ -74,6 +74,8 @@ def main() -> int:
         **devservices.env_file_values(),
         "DJANGO_SETTINGS_MODULE": "imagerec.settings.local",
         "PYTHONUNBUFFERED": "1",
+        # The Procfile names plain `gunicorn`, `celery` and `python`: this environment's.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         # gunicorn on this machine only, reloading when the code changes.
         "GUNICORN_CMD_ARGS": f"--bind {HOST}:{PORT} --reload --workers 2",
     }
