@@ -55,7 +55,7 @@ def _decode_fully(upload, max_pixels: int) -> tuple[str, int, int]:
     """Decode every byte (a JPEG at reduced scale: truncation still shows) and describe it."""
     upload.seek(0)
     try:
-        decoded = imaging.decode(upload, max_pixels=max_pixels, allowed_formats=ALLOWED_FORMATS)
+        decoded = imaging.decode(upload, max_pixels=max_pixels, allowed_formats=ALLOWED_FORMATS, strict=True)
     except imaging.UnsupportedFormat as error:
         raise ValidationError(
             "%(format)s images are not accepted. Accepted formats: %(allowed)s.",

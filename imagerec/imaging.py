@@ -20,7 +20,11 @@ Pillow's own decompression-bomb limit is set once per process by ``configure_pil
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,13 +69,31 @@ class UnsupportedFormat(UndecodableImage):
 
 
 def configure_pillow(*, max_pixels: int) -> None:
-    """Set Pillow's process-wide decompression-bomb limit, once, at start-up.
+    """Set Pillow's process-wide behaviour, once, at start-up.
 
-    Pillow refuses images over twice this limit in ``Image.open``; between one and two times
-    it only warns, so the warning is silenced here and every call checks the limit itself.
+    Pillow refuses images over twice ``max_pixels`` in ``Image.open``; between one and two
+    times it only warns, so the warning is silenced and every call checks the limit itself.
+    Pillow's warnings about malformed metadata ("Corrupt EXIF data") and libtiff's messages
+    on standard error say nothing the caller does not learn from the decode itself (a file
+    that cannot be read is refused with the reason), and would spill over progress bars.
     """
     Image.MAX_IMAGE_PIXELS = max_pixels
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    _silence_libtiff()
+
+
+def _silence_libtiff() -> None:
+    """libtiff prints its warnings and errors to standard error; the errors still reach us."""
+    import PIL
+
+    found = glob.glob(os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs", "libtiff*.so*"))
+    try:
+        libtiff = ctypes.CDLL(found[0] if found else "libtiff.so.6")
+        libtiff.TIFFSetWarningHandler(None)
+        libtiff.TIFFSetErrorHandler(None)
+    except (OSError, AttributeError):
+        pass  # another build of Pillow: its messages stay on standard error, nothing else changes
 
 
 @dataclass(frozen=True)
@@ -119,12 +141,15 @@ def decode(
     max_pixels: int | None = None,
     draft_min_side: int | None = DRAFT_MIN_SIDE,
     allowed_formats: frozenset[str] | None = None,
+    strict: bool = False,
 ) -> Decoded:
     """Decode ``source`` (a path or a binary file) into an upright RGB picture.
 
     ``max_pixels`` defaults to the limit ``configure_pillow`` set. ``draft_min_side=None``
     decodes JPEGs at full scale. Raises UndecodableImage, or one of its kinds: NotAnImage,
     TooManyPixels, or UnsupportedFormat when the file is not one of ``allowed_formats``.
+    ``strict`` (upload validation) also refuses TIFFs whose compressed data is cut short,
+    which libtiff reports only as a warning while it returns a partly decoded picture.
     """
     max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
@@ -143,6 +168,10 @@ def decode(
                     scale = draft_min_side / shorter
                     image.draft("RGB", (max(1, round(stored_size[0] * scale)), max(1, round(stored_size[1] * scale))))
             image.load()
+            if strict and image_format == "TIFF":
+                damage = _tiff_damage(image, source)
+                if damage:
+                    raise UndecodableImage(f"The image cannot be decoded: {damage}.", damage)
             # Always a new image (transposed, or a copy), so its pixels outlive the file.
             upright = _to_rgb(ImageOps.exif_transpose(image))
     except UndecodableImage:
@@ -154,11 +183,54 @@ def decode(
         raise TooManyPixels(Image.MAX_IMAGE_PIXELS or max_pixels) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         detail = str(error) or type(error).__name__
+        if detail.startswith("decoder error"):
+            detail = "the compressed picture data is damaged"
         raise UndecodableImage(f"The image cannot be decoded: {detail}.", detail) from None
     width, height = stored_size
     if _turned(stored_size, upright.size):
         width, height = height, width
     return Decoded(picture=upright, format=image_format, width=width, height=height)
+
+
+DEFLATE = (8, 32946)
+JPEG_IN_TIFF = 7
+
+
+def _tiff_damage(image: Image.Image, source) -> str | None:
+    """Why the TIFF's strips or tiles cannot all be whole, or None.
+
+    Checks what libtiff lets pass: every strip inside the file, every deflate stream
+    complete, every JPEG strip ending with its end-of-image marker.
+    """
+    tags = image.tag_v2
+    compression = tags.get(259, 1)
+    offsets, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)
+    if not offsets or not counts:
+        return None
+    handle = open(source, "rb") if isinstance(source, (str, os.PathLike)) else source
+    try:
+        end = handle.seek(0, os.SEEK_END)
+        for offset, count in zip(offsets, counts):
+            if offset + count > end:
+                return "the picture data is cut short"
+            if compression not in DEFLATE and compression != JPEG_IN_TIFF:
+                continue
+            handle.seek(offset)
+            chunk = handle.read(count)
+            if compression == JPEG_IN_TIFF and b"\xff\xd9" not in chunk:
+                return "the compressed picture data ends early"
+            if compression in DEFLATE:
+                stream = zlib.decompressobj()
+                try:
+                    stream.decompress(chunk)
+                except zlib.error:
+                    return "the compressed picture data is damaged"
+                if not stream.eof:
+                    return "the compressed picture data ends early"
+    finally:
+        if handle is not source:
+            handle.close()
+    return None
 
 
 def load_rgb(source, *, max_pixels: int | None = None, draft_min_side: int | None = DRAFT_MIN_SIDE) -> Image.Image:

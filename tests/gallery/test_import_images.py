@@ -105,3 +105,41 @@ def test_progress_bar_and_summary_on_the_terminal(folder, capsys):
     call_command("import_images", str(folder), stdout=out)
     assert "Importing" in capsys.readouterr().err
     assert "Imported 2 new image(s)" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_damaged_files_are_reported_in_the_summary_and_nothing_spills_over_the_progress_bar(tmp_path):
+    """libtiff writes to standard error and Pillow warns about bad EXIF: neither reaches the terminal."""
+    import io as bytes_io
+    import subprocess
+    import sys
+
+    from PIL import Image as PILImage
+
+    from tests.conftest import PROJECT_DIR, worker_environment
+
+    root = tmp_path / "damaged"
+    root.mkdir()
+    buffer = bytes_io.BytesIO()
+    photo_like(6, (400, 300)).save(buffer, "TIFF", compression="tiff_lzw")
+    garbled = bytearray(buffer.getvalue())
+    for index in range(len(garbled) // 4, len(garbled) * 3 // 4, 7):
+        garbled[index] = 0x55
+    (root / "scan.tif").write_bytes(bytes(garbled))
+    exif = PILImage.Exif()
+    exif[0x010F] = "Camera maker"
+    bad_exif = bytearray(encode(photo_like(7, (64, 48)), "JPEG", exif=exif.tobytes()))
+    marker = bad_exif.index(b"Exif\x00\x00")
+    bad_exif[marker + 20 : marker + 24] = b"\xff\xff\xff\x7f"  # an EXIF entry pointing far outside
+    (root / "odd-exif.jpg").write_bytes(bytes(bad_exif))
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "import_images", str(root)],
+        cwd=PROJECT_DIR, env=worker_environment(), capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "refused (1): The image is damaged or incomplete" in result.stdout and "scan.tif" in result.stdout
+    # The progress bar is all that standard error carries: no libtiff or Pillow chatter.
+    noise = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip() and "Importing" not in line]
+    assert noise == []

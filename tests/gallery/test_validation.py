@@ -49,6 +49,22 @@ def test_valid_png_is_described():
     assert uploaded.read() == content
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_every_format_turned_by_its_orientation_tag_is_described_upright(image_format, orientation):
+    if image_format == "TIFF":  # TIFF keeps the orientation as a tag of its own
+        content = image_bytes("TIFF", size=(590, 88), tiffinfo={0x0112: orientation})
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        content = image_bytes(image_format, size=(590, 88), exif=exif.tobytes())
+
+    facts = inspect_image(upload("turned", content))
+
+    # The size pages show is that of the picture as displayed: 88 wide, 590 tall.
+    assert (facts.width, facts.height) == (88, 590)
+
+
 def test_a_photo_taken_sideways_is_described_upright():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
@@ -99,6 +115,22 @@ def test_text_file_named_like_a_jpeg_is_rejected():
     assert error.code == "not_an_image"
     assert "not an image" in error.messages[0]
     assert "JPEG" in error.messages[0]  # says what would be accepted
+
+
+def damaged_tiff(compression: str) -> bytes:
+    """A TIFF whose last strip's compressed data ends early: libtiff only warns about it."""
+    content = bytearray(image_bytes("TIFF", size=(400, 300), compression=compression))
+    with Image.open(io.BytesIO(bytes(content))) as image:
+        offset, count = image.tag_v2[273][-1], image.tag_v2[279][-1]
+    content[offset + count // 2 : offset + count] = bytes(count - count // 2)
+    return bytes(content)
+
+
+@pytest.mark.parametrize("compression", ["tiff_adobe_deflate", "jpeg", "tiff_lzw"])
+def test_a_tiff_with_damaged_compressed_data_is_refused_with_the_reason(compression):
+    error = rejection(upload("scan.tif", damaged_tiff(compression)))
+    assert error.code == "corrupt"
+    assert "compressed picture data" in error.messages[0]
 
 
 @pytest.mark.parametrize("size", [(64, 48), (1200, 900)])  # fully decoded and drafted
