@@ -7,9 +7,11 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-# Widths of the derived pictures: a gallery card is about 300 CSS pixels wide, so 320 for
-# ordinary screens and 640 for dense ones (srcset lets the browser choose).
-RENDITION_WIDTHS = (320, 640)
+# Widths of the derived pictures, the only files the public ever receives (re-encoded as
+# JPEG, camera metadata left behind). A gallery card is about 300 CSS pixels wide: 320 for
+# ordinary screens, 640 for dense ones; an image's own page shows up to 640 CSS pixels:
+# 1280 for dense screens (srcset lets the browser choose).
+RENDITION_WIDTHS = (320, 640, 1280)
 
 
 def image_upload_to(instance: "Image", filename: str) -> str:
@@ -145,27 +147,26 @@ class Image(models.Model):
 
     @property
     def thumbnail(self) -> Thumbnail:
-        """For cards: the smallest rendition, the larger ones in srcset; the original until they exist."""
+        """For cards: the smallest rendition, the larger ones in srcset.
+
+        Never the original: it may carry the camera's metadata (GPS included) and be in a
+        format browsers cannot show (TIFF). Until the renditions exist, ``src`` is empty and
+        pages show a placeholder of the picture's shape.
+        """
         sizes = self._renditions_by_width
         if not sizes:
-            return Thumbnail(src=self.file.url, width=self.width, height=self.height)
+            return Thumbnail(src="", width=self.width, height=self.height)
         width, height, url = sizes[0]
         return Thumbnail(src=url, width=width, height=height, srcset=", ".join(f"{u} {w}w" for w, _, u in sizes))
 
     @property
     def picture(self) -> Thumbnail:
-        """For the image's own page: the original, with the renditions offered to smaller screens."""
+        """For the image's own page: the largest rendition, the smaller ones in srcset."""
         sizes = self._renditions_by_width
         if not sizes:
-            return Thumbnail(src=self.file.url, width=self.width, height=self.height)
-        width, height, _ = sizes[-1]  # the renditions are upright (EXIF applied): their shape is right
-        candidates = [f"{u} {w}w" for w, _, u in sizes]
-        # The stored width and height are the file's; turned by EXIF, they swap.
-        turned = (width < height) != (self.width < self.height)
-        original_width = self.height if turned else self.width
-        if original_width > width:
-            candidates.append(f"{self.file.url} {original_width}w")
-        return Thumbnail(src=self.file.url, width=width, height=height, srcset=", ".join(candidates))
+            return Thumbnail(src="", width=self.width, height=self.height)
+        width, height, url = sizes[-1]
+        return Thumbnail(src=url, width=width, height=height, srcset=", ".join(f"{u} {w}w" for w, _, u in sizes))
 
 
 def rendition_upload_to(instance: "Rendition", filename: str) -> str:

@@ -100,6 +100,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files before anything else touches the request: https://whitenoise.readthedocs.io/
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "imagerec.middleware.RejectNulBytesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -165,6 +166,11 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# Serve the renditions (thumbnails, display pictures) from Django itself: local runs, and a
+# small deployment without a front web server or object storage. Originals are never
+# served to the public, whatever this says: they keep the camera's metadata.
+SERVE_RENDITIONS = env.bool("SERVE_RENDITIONS", default=DEBUG)
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -41,7 +41,8 @@ def test_renditions_are_scaled_and_stripped_of_exif_and_gps():
 
     renditions = renditions_create(image=image)
 
-    assert sorted((r.spec, r.width, r.height) for r in renditions) == [(320, 320, 240), (640, 640, 480)]
+    # Never enlarged: the 800-pixel photo's display rendition is its own width.
+    assert sorted((r.spec, r.width, r.height) for r in renditions) == [(320, 320, 240), (640, 640, 480), (1280, 800, 600)]
     for rendition in renditions:
         with PILImage.open(rendition.file.path) as picture:
             assert picture.format == "JPEG" and picture.size == (rendition.width, rendition.height)
@@ -82,18 +83,21 @@ def test_a_missing_file_is_reported_and_skipped():
     assert not broken.renditions.exists()
 
 
-def test_gallery_shows_renditions_with_srcset_and_falls_back_to_the_original(client, image_factory):
+def test_gallery_shows_renditions_with_srcset_and_a_placeholder_until_they_exist(client, image_factory):
     waiting = image_factory(1)
     made = stored_image(encode(photo_like(2, (1000, 750))))
     renditions_create(image=made)
     html = client.get("/").content.decode()
 
-    small, large = (made.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
+    small, medium, display = (made.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
     assert f'src="{small.file.url}"' in html
-    assert f'srcset="{small.file.url} {small.width}w, {large.file.url} {large.width}w"' in html
+    srcset = f"{small.file.url} 320w, {medium.file.url} 640w, {display.file.url} 1000w"
+    assert f'srcset="{srcset}"' in html
     assert f'width="{small.width}" height="{small.height}"' in html
-    # Not made yet: the original, with its own size.
-    assert f'src="{waiting.file.url}"' in html
+    # Not made yet: a placeholder of the picture's shape, never the original file.
+    assert waiting.file.url not in html and made.file.url not in html
+    assert f'aria-label="{waiting.title} (the picture is being prepared)"' in html
+    assert f"aspect-ratio: {waiting.width} / {waiting.height}" in html
 
 
 def test_gallery_queries_do_not_depend_on_the_page_size(client, image_factory, settings):
@@ -133,14 +137,15 @@ def test_admin_list_uses_the_small_rendition(staff_client, image_factory):
     assert image.renditions.get(spec=RENDITION_WIDTHS[0]).file.url in html
 
 
-def test_image_page_offers_renditions_and_the_original_to_the_browser(client):
-    image = stored_image(encode(photo_like(2, (1000, 750))))
+def test_image_page_offers_only_renditions_to_the_browser(client):
+    image = stored_image(encode(photo_like(2, (1600, 1200))))
     renditions_create(image=image)
     html = client.get(reverse("gallery:image-detail", args=[image.pk])).content.decode()
-    small, large = (image.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
-    expected = f"{small.file.url} 320w, {large.file.url} 640w, {image.file.url} 1000w"
-    assert f'srcset="{expected}"' in html
-    assert 'width="640" height="480"' in html
+    small, medium, display = (image.renditions.get(spec=spec) for spec in RENDITION_WIDTHS)
+    expected = f"{small.file.url} 320w, {medium.file.url} 640w, {display.file.url} 1280w"
+    assert f'src="{display.file.url}" srcset="{expected}"' in html
+    assert 'width="1280" height="960"' in html
+    assert image.file.url not in html
 
 
 def test_a_large_portrait_photo_still_gets_full_width_sharp_renditions():
