@@ -1,8 +1,14 @@
 from django.contrib import admin, messages
-from django.shortcuts import redirect
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from similarity.weights import WeightsUnavailable, model_identity
 
@@ -11,20 +17,20 @@ from .forms import ImageUploadForm
 from .models import Image
 
 
-def _outcome_message(outcome) -> str:
-    if outcome.status == "added":
-        return format_html("{}: added as image {}.", outcome.name, outcome.image.pk)
-    if outcome.status == "duplicate":
-        existing = outcome.duplicate_of
-        url = reverse("admin:gallery_image_change", args=[existing.pk])
-        return format_html(
-            '{}: not added, the same file is already image <a href="{}">{} ({})</a>.',
-            outcome.name,
-            url,
-            existing.pk,
-            existing,
-        )
-    return format_html("{}: refused. {}", outcome.name, outcome.error)
+def _added_message(outcome) -> str:
+    # The admin capitalises a message's first letter: start with a word of ours, so file
+    # names are shown exactly as they were uploaded.
+    return format_html("Added {} as image {}.", outcome.name, outcome.image.pk)
+
+
+class ImageChangeList(ChangeList):
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except OverflowError as error:
+            # A date-hierarchy year or month no calendar has (?created_at__year=99999999999999999999)
+            # overflows inside Django's admin; answer it like any other bad filter.
+            raise IncorrectLookupParameters(error) from error
 
 
 class PossibleDuplicateFilter(admin.SimpleListFilter):
@@ -61,30 +67,28 @@ class ImageAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [field for field in fields if field != "caption"]
 
+    def get_changelist(self, request, **kwargs):
+        return ImageChangeList
+
     def get_queryset(self, request):
         # Thumbnails for a whole page of the list in one query.
         return super().get_queryset(request).with_renditions()
 
     @admin.display(description="Image")
     def thumbnail(self, image: Image):
-        thumb = image.thumbnail
-        return format_html(
-            '<img src="{}" alt="" width="80" height="{}" style="object-fit:cover" loading="lazy">',
-            thumb.src,
-            max(1, round(80 * thumb.height / max(thumb.width, 1))),
-        )
+        return render_to_string("admin/gallery/image/includes/thumbnail.html", {"image": image})
 
     @admin.display(description="Preview")
     def preview(self, image: Image):
-        picture = image.picture
+        picture = render_to_string(
+            "includes/picture.html", {"pic": image.picture, "alt": image.title, "sizes": "400px", "class": "preview"}
+        )
         return format_html(
-            '<img src="{}" srcset="{}" sizes="400px" alt="{}" width="{}" height="{}" '
-            'style="max-width:400px;height:auto">',
-            picture.src,
-            picture.srcset or picture.src,
-            image,
-            picture.width,
-            picture.height,
+            '{}<p><a href="{}">Download the original file</a> ({}, {}; staff only: it keeps the camera\'s metadata)</p>',
+            mark_safe(picture),  # rendered by the template engine, which escaped it
+            reverse("admin:gallery_image_original", args=[image.pk]),
+            image.format,
+            filesizeformat(image.file_size),
         )
 
     @admin.display(description="Possible duplicate", ordering="near_duplicate_similarity")
@@ -108,6 +112,24 @@ class ImageAdmin(admin.ModelAdmin):
             return format_html("failed: {}", image.embedding_error)
         return image.get_embedding_status_display()
 
+    # --- The original file, for staff only --------------------------------------------
+
+    def get_urls(self):
+        original = self.admin_site.admin_view(self.original_view)
+        return [path("<int:pk>/original/", original, name="gallery_image_original"), *super().get_urls()]
+
+    def original_view(self, request, pk):
+        """The uploaded file as it came, camera metadata and all: a download, never shown inline."""
+        image = get_object_or_404(Image, pk=pk)
+        if not self.has_view_permission(request, image):
+            raise Http404
+        try:
+            handle = image.file.open("rb")
+        except FileNotFoundError:
+            raise Http404("The stored file is missing.") from None
+        content_type = f"image/{image.format.lower()}"
+        return FileResponse(handle, as_attachment=True, filename=image.original_name, content_type=content_type)
+
     # --- Adding: one form, one file or many ------------------------------------------
 
     def add_view(self, request, form_url="", extra_context=None):
@@ -128,17 +150,13 @@ class ImageAdmin(admin.ModelAdmin):
                 caption=form.cleaned_data["caption"],
                 uploaded_by=request.user,
             )
-            added = [outcome for outcome in outcomes if outcome.status == "added"]
-            if added and (len(added) < len(outcomes) or any(outcome.archive for outcome in outcomes)):
-                # Something to read (a file not added, an archive's contents): one page lists all.
-                return self._upload_result(request, outcomes, context)
-            if added:
+            if all(outcome.status == "added" and not outcome.archive for outcome in outcomes):
                 for outcome in outcomes:
-                    self.message_user(request, _outcome_message(outcome), messages.SUCCESS)
+                    self.message_user(request, _added_message(outcome), messages.SUCCESS)
                 return redirect("admin:gallery_image_changelist")
-            # Nothing was stored: say why, on the form, for every file.
-            for outcome in outcomes:
-                form.add_error("files", _outcome_message(outcome))
+            # Something to read (a duplicate, a refusal, an archive's contents), even when nothing
+            # was added: one table lists every file with what became of it.
+            return self._upload_result(request, outcomes, context)
         return TemplateResponse(request, "admin/gallery/image/upload.html", context)
 
     def _upload_result(self, request, outcomes, context):

@@ -48,6 +48,9 @@ class ImageDetailView(DetailView):
 
 
 def recommend_redirect(request):
-    """The original app's /recommend?selectedImage=<file name>, kept working."""
+    """The original app's /recommend?selectedImage=<file name>, kept working.
+
+    A temporary redirect: which image a name means changes when another is uploaded under it.
+    """
     image = selectors.image_get_by_original_name(original_name=request.GET.get("selectedImage", ""))
-    return redirect("gallery:image-detail", pk=image.pk, permanent=True)
+    return redirect("gallery:image-detail", pk=image.pk)

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from gallery.models import Image
+from gallery.renditions import renditions_create
 from tests.conftest import encode, photo_like, upload
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +45,13 @@ def test_upload_many_at_once_with_a_caption(staff_client, make_upload):
     assert Image.objects.count() == 3
     assert set(Image.objects.values_list("caption", flat=True)) == {"Harbour walk"}
     messages = [str(message) for message in response.wsgi_request._messages]
-    assert len(messages) == 3 and all("added as image" in message for message in messages)
+    assert sorted(messages) == [f"Added photo-{seed}.jpg as image {image.pk}." for seed, image in enumerate(Image.objects.order_by("pk"))]
+
+
+def test_file_names_keep_their_case_in_messages(staff_client, make_upload):
+    response = post_files(staff_client, [make_upload(1, name="iMG_0042.jpg")])
+    page = staff_client.get(response.url).content.decode()
+    assert "Added iMG_0042.jpg as image" in page  # the admin capitalises a message's first letter
 
 
 BAD_FILES = {
@@ -55,7 +62,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("kind", BAD_FILES)
-def test_bad_file_gets_a_clear_form_error_and_stores_nothing(
+def test_bad_file_is_listed_with_the_reason_and_nothing_is_stored(
     staff_client, kind, django_capture_on_commit_callbacks, settings
 ):
     content, expected = BAD_FILES[kind]
@@ -63,8 +70,11 @@ def test_bad_file_gets_a_clear_form_error_and_stores_nothing(
     with django_capture_on_commit_callbacks() as callbacks:
         response = post_files(staff_client, [upload("holiday.jpg", content)])
     assert response.status_code == 200
-    errors = " ".join(response.context["form"].errors["files"])
-    assert "holiday.jpg" in errors and expected in errors
+    (outcome,) = response.context["outcomes"]
+    assert (outcome.name, outcome.status) == ("holiday.jpg", "refused") and expected in outcome.error
+    html = response.content.decode()
+    assert "0 added, 0 already in the gallery, 1 refused." in html and expected in html
+    assert 'class="errorlist"' not in html  # a table of results, not a wall of form errors
     assert Image.objects.count() == 0
     assert callbacks == []
     assert stored_files(settings) == files_before
@@ -75,9 +85,10 @@ def test_same_bytes_again_are_refused_naming_the_existing_image(staff_client, ma
     original = Image.objects.get()
     response = post_files(staff_client, [make_upload(9, name="renamed-copy.jpg")])
     assert response.status_code == 200
-    errors = " ".join(response.context["form"].errors["files"])
-    assert "already image" in errors and str(original.pk) in errors
-    assert reverse("admin:gallery_image_change", args=[original.pk]) in errors
+    (outcome,) = response.context["outcomes"]
+    assert outcome.status == "duplicate" and outcome.duplicate_of == original
+    html = response.content.decode()
+    assert f'duplicate of image <a href="{reverse("admin:gallery_image_change", args=[original.pk])}">' in html
     assert Image.objects.count() == 1
 
 
@@ -105,8 +116,11 @@ def test_change_list_shows_thumbnail_status_and_counts(staff_client, image_facto
     ready = image_factory(1, status=Image.Status.READY)
     failed = image_factory(2, status=Image.Status.FAILED, embedding_error="The stored file is missing.")
     image_factory(3)
+    renditions_create(image=ready)
     html = staff_client.get(LIST_URL).content.decode()
-    assert ready.file.url in html
+    assert ready.renditions.get(spec=320).file.url in html
+    assert ready.file.url not in html  # the admin shows web renditions only
+    assert html.count("preparing…") == 2  # the others' renditions are on the way
     assert "320 × 240" not in html and "64 × 48" in html
     assert "failed: The stored file is missing." in html
     assert "pending 1" in html and "ready 1" in html and "failed 1" in html

@@ -43,7 +43,8 @@ def result_rows(response) -> dict:
 
 
 def form_errors(response) -> str:
-    return " ".join(response.context["form"].errors["files"])
+    """What the results table says of the files that were not added."""
+    return " ".join(f"{outcome.name}: {outcome.error}" for outcome in response.context["outcomes"] if outcome.error)
 
 
 def test_bulk_upload_of_files_and_a_zip_lists_every_file(staff_client, settings):

@@ -141,7 +141,7 @@ def test_recommendation_page_query_count_does_not_depend_on_k(client, image_fact
 def test_recommend_redirects_by_original_file_name(client, image_factory):
     image = image_factory(7)
     response = client.get(f"/recommend?selectedImage={image.original_name}")
-    assert response.status_code == 301
+    assert response.status_code == 302  # temporary: another upload may take the name
     assert response["Location"] == detail_url(image)
 
 
