@@ -276,7 +276,8 @@ def redis_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
 
 # --- Both, and the .env file ----------------------------------------------------------
 
-ENV_FILE = PROJECT_DIR / ".env"
+# The file local settings read (IMAGEREC_ENV_FILE, as in imagerec/settings/base.py).
+ENV_FILE = Path(os.environ.get("IMAGEREC_ENV_FILE") or PROJECT_DIR / ".env")
 ENV_BLOCK = "imagerec.devservices"
 SERVICES = {
     # URL variable: (name, running, start, stop, URL from what start returns)

@@ -22,7 +22,7 @@ if SETTINGS_MODULE == "imagerec.settings.local":
     # unset. `python -m imagerec.devservices start` writes the embedded servers' URLs there,
     # and `make run` the weights it chose, so a `manage.py` typed by hand finds both.
     # Tests and production take their configuration from the environment alone.
-    env.read_env(BASE_DIR / ".env")
+    env.read_env(env("IMAGEREC_ENV_FILE", default=str(BASE_DIR / ".env")))
 SECRET_KEY = env("SECRET_KEY", default="")
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
