@@ -1,4 +1,6 @@
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.http import FileResponse, Http404
@@ -21,6 +23,13 @@ def _added_message(outcome) -> str:
     # The admin capitalises a message's first letter: start with a word of ours, so file
     # names are shown exactly as they were uploaded.
     return format_html("Added {} as image {}.", outcome.name, outcome.image.pk)
+
+
+class TagActionForm(ActionForm):
+    tags = forms.CharField(
+        required=False, label="Tags", help_text="For “Add tags”: names separated by commas.",
+        widget=forms.TextInput(attrs={"placeholder": "harbour, night"}),
+    )
 
 
 class ImageChangeList(ChangeList):
@@ -51,28 +60,35 @@ class PossibleDuplicateFilter(admin.SimpleListFilter):
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     list_display = [
-        "thumbnail", "caption", "original_name", "size_in_pixels", "status", "possible_duplicate", "created_at",
+        "thumbnail", "caption", "original_name", "tag_names", "size_in_pixels", "status", "possible_duplicate",
+        "created_at",
     ]
     list_display_links = ["thumbnail", "original_name"]
     list_editable = ["caption"]
-    list_filter = ["embedding_status", PossibleDuplicateFilter]
+    list_filter = ["embedding_status", PossibleDuplicateFilter, "tags"]
     search_fields = ["caption", "original_name"]
     list_per_page = 50
     date_hierarchy = "created_at"
-    actions = ["recompute_embeddings", "retry_failed"]
+    actions = ["add_tags", "recompute_embeddings", "retry_failed"]
+    action_form = TagActionForm
+    filter_horizontal = ["tags"]
     fields = [
         "preview", "caption", "original_name", "format", "size_in_pixels", "file_size", "sha256",
         "uploaded_by", "created_at", "embedding_status", "embedding_error", "embedding_attempts",
-        "possible_duplicate",
+        "possible_duplicate", "tags",
     ]
-    readonly_fields = [field for field in fields if field != "caption"]
+    readonly_fields = [field for field in fields if field not in ("caption", "tags")]
 
     def get_changelist(self, request, **kwargs):
         return ImageChangeList
 
     def get_queryset(self, request):
-        # Thumbnails for a whole page of the list in one query.
-        return super().get_queryset(request).with_renditions()
+        # Thumbnails and tags for a whole page of the list in one query each.
+        return super().get_queryset(request).with_renditions().prefetch_related("tags")
+
+    @admin.display(description="Tags")
+    def tag_names(self, image: Image):
+        return ", ".join(tag.name for tag in image.tags.all())
 
     @admin.display(description="Image")
     def thumbnail(self, image: Image):
@@ -150,6 +166,10 @@ class ImageAdmin(admin.ModelAdmin):
                 caption=form.cleaned_data["caption"],
                 uploaded_by=request.user,
             )
+            tag_names = services.tags_from_text(form.cleaned_data["tags"])
+            tagged = [outcome.image.pk for outcome in outcomes if outcome.image is not None]
+            if tag_names and tagged:
+                services.images_tag(image_ids=tagged, names=tag_names)
             if all(outcome.status == "added" and not outcome.archive for outcome in outcomes):
                 for outcome in outcomes:
                     self.message_user(request, _added_message(outcome), messages.SUCCESS)
@@ -180,6 +200,19 @@ class ImageAdmin(admin.ModelAdmin):
             counts = selectors.embedding_status_counts(identity=identity)
         extra_context = {**(extra_context or {}), "embedding_counts": counts, "model_identity": identity}
         return super().changelist_view(request, extra_context=extra_context)
+
+    @admin.action(description="Add tags to the selected images")
+    def add_tags(self, request, queryset):
+        names = services.tags_from_text(request.POST.get("tags", ""))
+        if not names:
+            self.message_user(request, "Name the tags to add in the Tags box first.", messages.WARNING)
+            return
+        tags = services.images_tag(image_ids=queryset.values_list("pk", flat=True), names=names)
+        self.message_user(
+            request,
+            f"Tagged {queryset.count()} image(s) with {', '.join(tag.name for tag in tags)}.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Recompute embeddings of the selected images")
     def recompute_embeddings(self, request, queryset):

@@ -7,7 +7,7 @@ class GalleryConfig(AppConfig):
 
     def ready(self):
         from django.conf import settings
-        from django.db.models.signals import post_delete
+        from django.db.models.signals import m2m_changed, post_delete
 
         from imagerec.imaging import configure_pillow
 
@@ -18,3 +18,4 @@ class GalleryConfig(AppConfig):
         configure_pillow(max_pixels=settings.IMAGE_MAX_PIXELS)
         post_delete.connect(signals.image_file_delete, sender=Image, dispatch_uid="gallery_image_delete_file")
         post_delete.connect(signals.rendition_file_delete, sender=Rendition, dispatch_uid="gallery_rendition_delete_file")
+        m2m_changed.connect(signals.image_tags_changed, sender=Image.tags.through, dispatch_uid="gallery_image_tags")

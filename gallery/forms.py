@@ -30,6 +30,11 @@ class ImageUploadForm(forms.Form):
         help_text="Optional. Given to every image in this upload; left empty, each image is "
         "captioned from its file name. Captions can be edited in the list afterwards.",
     )
+    tags = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Optional. Tags for every image in this upload, separated by commas (e.g. harbour, night).",
+    )
 
 
 def requested_k(raw: str | None) -> int:
@@ -39,3 +44,12 @@ def requested_k(raw: str | None) -> int:
     except (TypeError, ValueError):
         return settings.RECOMMENDATIONS_K
     return k if 1 <= k <= settings.RECOMMENDATIONS_K_MAX else settings.RECOMMENDATIONS_K
+
+
+def requested_diverse(raw: str | None) -> bool:
+    """?diverse=1 (or 0); without it, the DIVERSITY_DEFAULT setting."""
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    return settings.DIVERSITY_DEFAULT

@@ -20,6 +20,19 @@ def image_upload_to(instance: "Image", filename: str) -> str:
     return f"images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.{extension}"
 
 
+class Tag(models.Model):
+    """A word that groups images: visitors filter the gallery by it, and recommendations can keep to it."""
+
+    name = models.CharField(max_length=60, unique=True)
+    slug = models.SlugField(max_length=60, unique=True, allow_unicode=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class ImageQuerySet(models.QuerySet):
     def newest_first(self):
         return self.order_by("-created_at", "-id")
@@ -46,6 +59,9 @@ class ImageQuerySet(models.QuerySet):
         for spec in RENDITION_WIDTHS:
             missing |= ~models.Exists(Rendition.objects.filter(image=models.OuterRef("pk"), spec=spec))
         return self.filter(missing)
+
+    def tagged(self, tag: "Tag | None"):
+        return self if tag is None else self.filter(tags=tag)
 
     def possible_duplicates(self):
         return self.filter(near_duplicate_of__isnull=False)
@@ -120,6 +136,7 @@ class Image(models.Model):
         help_text="Another image this one looks almost exactly like (nearest neighbour).",
     )
     near_duplicate_similarity = models.FloatField(null=True, blank=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="images")
 
     objects = ImageQuerySet.as_manager()
 

@@ -6,11 +6,11 @@ from django.db.models import Count, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from .models import Image
+from .models import Image, Tag
 
 
-def image_list():
-    return Image.objects.newest_first().with_renditions()
+def image_list(*, tag: Tag | None = None):
+    return Image.objects.tagged(tag).newest_first().with_renditions()
 
 
 def images_prefetch_renditions(*, images: Iterable[Image]) -> None:
@@ -22,7 +22,7 @@ def images_prefetch_renditions(*, images: Iterable[Image]) -> None:
 
 def image_get(*, image_id: int) -> Image:
     """The image, with ``has_embedding`` (a vector from the configured model) in the same query."""
-    return get_object_or_404(Image.objects.annotate_has_embedding(), pk=image_id)
+    return get_object_or_404(Image.objects.annotate_has_embedding().prefetch_related("tags"), pk=image_id)
 
 
 def image_get_by_original_name(*, original_name: str) -> Image:
@@ -40,3 +40,15 @@ def embedding_status_counts(*, identity: str | None = None) -> dict[str, int]:
         counts[row["embedding_status"]] = row["total"]
     counts["stale"] = Image.objects.stale(identity).count()
     return counts
+
+
+def tag_get(*, slug: str | None) -> Tag | None:
+    """The tag a URL names (None for none); an unknown tag is a 404."""
+    if not slug:
+        return None
+    return get_object_or_404(Tag, slug=slug)
+
+
+def tags_in_use():
+    """Tags with at least one image, each with ``image_count``, by name."""
+    return Tag.objects.annotate(image_count=Count("images")).filter(image_count__gt=0).order_by("name")

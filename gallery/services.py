@@ -12,12 +12,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from django.utils.text import slugify
 
+from similarity.cache import neighbours_cache_invalidate
 from similarity.selectors import images_similar_to
 from similarity.weights import model_identity
 
 from .archives import is_zip_archive, zip_members
-from .models import Image
+from .models import Image, Tag
 from .pipeline import images_follow_up_enqueue
 from .storage import stored_file_delete
 from .validation import clean_original_name, file_sha256, inspect_image
@@ -188,3 +190,33 @@ def near_duplicates_mark(*, image_ids: Iterable[int]) -> int:
         elif image.near_duplicate_of_id is not None:
             Image.objects.filter(pk=image.pk).update(near_duplicate_of=None, near_duplicate_similarity=None)
     return flagged
+
+
+def tags_from_text(text: str) -> list[str]:
+    """'harbour, night; boats' -> ['harbour', 'night', 'boats']: commas or semicolons, blanks dropped."""
+    return [name.strip() for name in re.split(r"[,;]", text or "") if name.strip()]
+
+
+def tags_get_or_create(*, names: Iterable[str]) -> list[Tag]:
+    """The tags with these names (a name is matched whatever its case), made when new."""
+    tags = []
+    for name in dict.fromkeys(name.strip()[:60] for name in names if name.strip()):
+        tag = Tag.objects.filter(name__iexact=name).first()
+        if tag is None:
+            slug = slugify(name, allow_unicode=True) or f"tag-{Tag.objects.count() + 1}"
+            tag, _ = Tag.objects.get_or_create(slug=slug, defaults={"name": name})
+        tags.append(tag)
+    return tags
+
+
+def images_tag(*, image_ids: Iterable[int], names: Iterable[str]) -> list[Tag]:
+    """Add these tags to these images (bulk), keeping the tags they have."""
+    tags = tags_get_or_create(names=names)
+    through = Image.tags.through
+    with transaction.atomic():
+        through.objects.bulk_create(
+            [through(image_id=image_id, tag_id=tag.pk) for image_id in image_ids for tag in tags],
+            ignore_conflicts=True,
+        )
+    neighbours_cache_invalidate()
+    return tags

@@ -1,10 +1,18 @@
-"""Housekeeping only: files go once the deletion of their row is committed."""
+"""Housekeeping only: files go once the deletion of their row is committed; cached lists go too."""
+
+from similarity.cache import neighbours_cache_invalidate
 
 from .storage import stored_file_delete_on_commit
 
 
 def image_file_delete(sender, instance, **kwargs):
     stored_file_delete_on_commit(instance.file)
+    neighbours_cache_invalidate()  # the image leaves every list it was in
+
+
+def image_tags_changed(sender, action, **kwargs):
+    if action in ("post_add", "post_remove", "post_clear"):
+        neighbours_cache_invalidate()  # lists kept to a tag change with it
 
 
 # An image's renditions go with it (CASCADE); each one's file follows here.

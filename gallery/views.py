@@ -5,11 +5,11 @@ from django.views.generic import DetailView, ListView
 from similarity.selectors import images_similar_to
 
 from . import selectors
-from .forms import requested_k
+from .forms import requested_diverse, requested_k
 
 
 class GalleryView(ListView):
-    """The paginated gallery, newest first."""
+    """The paginated gallery, newest first; ?tag= shows one tag's images."""
 
     template_name = "gallery/image_list.html"
     context_object_name = "images"
@@ -18,7 +18,8 @@ class GalleryView(ListView):
         return settings.GALLERY_PAGE_SIZE
 
     def get_queryset(self):
-        return selectors.image_list()
+        self.tag = selectors.tag_get(slug=self.request.GET.get("tag"))
+        return selectors.image_list(tag=self.tag)
 
     def paginate_queryset(self, queryset, page_size):
         # get_page() clamps: a page past the end shows the last one, garbage shows the first.
@@ -26,9 +27,17 @@ class GalleryView(ListView):
         page = paginator.get_page(self.request.GET.get("page"))
         return paginator, page, page.object_list, page.has_other_pages()
 
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        page = context["page_obj"]
+        context["tag"] = self.tag
+        context["tags"] = selectors.tags_in_use()
+        context["page_numbers"] = page.paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1)
+        return context
+
 
 class ImageDetailView(DetailView):
-    """One image and the images most similar to it."""
+    """One image and the images most similar to it: ?k=, ?tag= (only that tag's), ?diverse=1."""
 
     template_name = "gallery/image_detail.html"
     context_object_name = "image"
@@ -39,11 +48,20 @@ class ImageDetailView(DetailView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         k = requested_k(self.request.GET.get("k"))
-        context["k"] = k
-        context["has_embedding"] = self.object.has_embedding
-        similar = images_similar_to(image=self.object, k=k) if self.object.has_embedding else []
+        tag = selectors.tag_get(slug=self.request.GET.get("tag"))
+        diverse = requested_diverse(self.request.GET.get("diverse"))
+        similar = (
+            images_similar_to(image=self.object, k=k, tag=tag, diverse=diverse) if self.object.has_embedding else []
+        )
         selectors.images_prefetch_renditions(images=[self.object, *(item.image for item in similar)])
-        context["similar_images"] = similar
+        context.update(
+            k=k,
+            k_choices=[3, 6, 12, 24, settings.RECOMMENDATIONS_K_MAX],
+            tag=tag,
+            diverse=diverse,
+            has_embedding=self.object.has_embedding,
+            similar_images=similar,
+        )
         return context
 
 

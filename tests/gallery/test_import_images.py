@@ -95,7 +95,7 @@ def test_a_folder_that_does_not_exist_is_an_error(tmp_path):
 def test_a_captions_file_with_one_column_is_an_error(folder, tmp_path):
     captions = tmp_path / "captions.csv"
     captions.write_text("harbour_at-dawn.jpg\n")
-    with pytest.raises(CommandError, match="row 1 needs two columns"):
+    with pytest.raises(CommandError, match="row 1 needs two columns at least"):
         run(folder, "--captions", captions)
     assert Image.objects.count() == 0
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from gallery.archives import is_junk
 from gallery.pipeline import images_follow_up_enqueue
-from gallery.services import image_import_file
+from gallery.services import image_import_file, images_tag, tags_from_text
 
 REFUSED_NAMES_SHOWN = 5
 CAPTION_HEADERS = {"file", "filename", "file name", "file_name", "name", "path"}
@@ -33,8 +33,12 @@ def folder_files(root: Path, *, recursive: bool) -> list[Path]:
     return found
 
 
-def read_captions(path: Path) -> dict[str, str]:
-    """File name (or path relative to the folder) -> caption, from a two-column CSV."""
+def read_captions(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """File name (or path relative to the folder) -> (caption, tags), from a CSV.
+
+    Rows of: file name, caption[, tags]; tags are separated by semicolons (or by commas
+    inside a quoted cell).
+    """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
@@ -45,22 +49,24 @@ def read_captions(path: Path) -> dict[str, str]:
     captions = {}
     for number, row in enumerate(rows, start=1):
         if len(row) < 2:
-            raise CommandError(f"{path}: row {number} needs two columns, a file name and a caption.")
-        captions[row[0].strip().replace("\\", "/")] = row[1].strip()
+            raise CommandError(f"{path}: row {number} needs two columns at least: a file name and a caption.")
+        tags = tags_from_text(";".join(row[2:]))
+        captions[row[0].strip().replace("\\", "/")] = (row[1].strip(), tags)
     return captions
 
 
 class Command(BaseCommand):
     help = (
-        "Import the images in a folder (--recursive: and its subfolders). Captions come from "
-        "--captions FILE.csv (file name, caption) or else from the file names. Files already in "
-        "the gallery are skipped, so an interrupted import can simply be run again."
+        "Import the images in a folder (--recursive: and its subfolders). Captions and tags come "
+        "from --captions FILE.csv (file name, caption, tags separated by semicolons) or else the "
+        "caption from the file name. Files already in the gallery are skipped (they still get the "
+        "CSV's tags), so an interrupted import can simply be run again."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
         parser.add_argument("--recursive", action="store_true", help="Include subfolders.")
-        parser.add_argument("--captions", type=Path, metavar="FILE.csv", help="Rows of: file name, caption.")
+        parser.add_argument("--captions", type=Path, metavar="FILE.csv", help="Rows of: file name, caption[, tags].")
 
     def handle(self, *args, path: Path, recursive: bool, captions: Path | None, verbosity: int, **options):
         root = path.expanduser()
@@ -79,8 +85,10 @@ class Command(BaseCommand):
             with tqdm(files, desc="Importing", unit="image", disable=verbosity == 0) as progress:
                 for file in progress:
                     relative = file.relative_to(root).as_posix()
-                    caption = caption_for.get(relative, caption_for.get(file.name, ""))
+                    caption, tags = caption_for.get(relative, caption_for.get(file.name, ("", [])))
                     outcome = image_import_file(path=file, name=relative, caption=caption)
+                    if tags and (outcome.image or outcome.duplicate_of):
+                        images_tag(image_ids=[(outcome.image or outcome.duplicate_of).pk], names=tags)
                     if outcome.status == "added":
                         added += 1
                         waiting.append(outcome.image.pk)
