@@ -1,12 +1,15 @@
-"""Reads: nearest neighbours by cosine similarity."""
+"""Reads: nearest neighbours by cosine similarity, optionally within a tag and diversified."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from django.conf import settings
 from django.db.models import QuerySet, Subquery
 from pgvector.django import CosineDistance
 
+from . import cache
 from .models import Embedding
 from .weights import model_identity
 
@@ -30,33 +33,89 @@ def similarity_from_distance(distance: float) -> float:
     return min(1.0, max(0.0, 1.0 - float(distance)))
 
 
-def neighbours_queryset(*, image_id: int, k: int, identity: str) -> QuerySet:
+def neighbours_queryset(*, image_id: int, k: int, identity: str, tag=None, with_vectors: bool = False) -> QuerySet:
     """The SQL behind ``images_similar_to``: embeddings nearest to the image's own, in one query.
 
     The image's vector is read by a subquery that PostgreSQL runs once, and the HNSW index
     orders the rest by cosine distance to it, so the vector never travels to Python and back.
-    Each row has ``distance`` and its image joined; the benchmarks measure this very queryset.
+    Within a tag the index scan goes on until k rows pass the filter (``hnsw.iterative_scan``,
+    set per connection), or the planner reads the tag's rows and sorts them, whichever costs
+    less. Each row has ``distance`` and its image joined; the benchmarks measure this queryset.
     """
     own_vector = Embedding.objects.filter(image_id=image_id, model_identity=identity).values("vector")[:1]
-    return (
-        Embedding.objects.for_model(identity)
-        .exclude(image_id=image_id)
-        .annotate(distance=CosineDistance("vector", Subquery(own_vector)))
+    rows = Embedding.objects.for_model(identity).exclude(image_id=image_id)
+    if tag is not None:
+        rows = rows.filter(image__tags=tag)
+    rows = (
+        rows.annotate(distance=CosineDistance("vector", Subquery(own_vector)))
         .order_by("distance")
         .select_related("image")
-        .defer("vector")[:k]
     )
+    return (rows if with_vectors else rows.defer("vector"))[:k]
 
 
-def images_similar_to(*, image, k: int, identity: str | None = None) -> list[SimilarImage]:
+def maximal_marginal_relevance(relevance: np.ndarray, vectors: np.ndarray, k: int, weight: float) -> list[int]:
+    """Indexes of ``k`` candidates chosen for relevance and for being unlike those already chosen.
+
+    Each step takes the candidate maximising ``weight * relevance - (1 - weight) * (its highest
+    similarity to one already chosen)`` (Carbonell and Goldstein, 1998): weight 1 is the plain
+    ranking, lower weights spread the list over more kinds of picture. Rows of ``vectors`` are
+    unit length, so their dot products are cosines.
+    """
+    between = vectors @ vectors.T
+    chosen: list[int] = []
+    redundancy = np.zeros(len(relevance), dtype=np.float32)
+    for _ in range(min(k, len(relevance))):
+        score = weight * relevance - (1 - weight) * redundancy if chosen else relevance.astype(np.float32)
+        score[chosen] = -np.inf
+        best = int(np.argmax(score))
+        chosen.append(best)
+        redundancy = np.maximum(redundancy, between[best])
+    return chosen
+
+
+def _neighbours(*, image_id: int, k: int, identity: str, tag, diverse: bool) -> list:
+    """Rows nearest first (plain), or the MMR choice among k x DIVERSITY_CANDIDATES of them."""
+    if not diverse:
+        rows = neighbours_queryset(image_id=image_id, k=k, identity=identity, tag=tag)
+        return [row for row in rows if row.distance is not None]
+    candidates = neighbours_queryset(
+        image_id=image_id, k=k * settings.DIVERSITY_CANDIDATES, identity=identity, tag=tag, with_vectors=True
+    )
+    candidates = [row for row in candidates if row.distance is not None]
+    if not candidates:
+        return []
+    vectors = np.asarray([np.asarray(row.vector, dtype=np.float32) for row in candidates])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    relevance = np.asarray([1.0 - float(row.distance) for row in candidates], dtype=np.float32)
+    return [candidates[index] for index in maximal_marginal_relevance(relevance, vectors, k, settings.DIVERSITY_WEIGHT)]
+
+
+def images_similar_to(
+    *, image, k: int, identity: str | None = None, tag=None, diverse: bool = False
+) -> list[SimilarImage]:
     """The k images nearest to ``image`` (itself excluded), most similar first.
 
-    One query whatever k is. An image without a vector from the configured model has no
-    neighbours yet: every distance is NULL then, and none is returned.
+    ``tag`` keeps to images with that tag; ``diverse`` re-ranks a larger candidate set with
+    maximal marginal relevance (DIVERSITY_WEIGHT). One query whatever k is, whether the list
+    comes from the cache (the images are loaded) or is computed (they come with it). An image
+    without a vector from the configured model has no neighbours yet: every distance is NULL
+    then, and none is returned.
     """
-    rows = neighbours_queryset(image_id=image.pk, k=k, identity=identity or model_identity())
-    return [
-        SimilarImage(image=row.image, similarity=similarity_from_distance(row.distance))
-        for row in rows
-        if row.distance is not None
-    ]
+    identity = identity or model_identity()
+    loaded = {}
+
+    def compute() -> list[tuple[int, float]]:
+        rows = _neighbours(image_id=image.pk, k=k, identity=identity, tag=tag, diverse=diverse)
+        loaded.update((row.image_id, row.image) for row in rows)
+        return [(row.image_id, similarity_from_distance(row.distance)) for row in rows]
+
+    mix = f"{settings.DIVERSITY_WEIGHT}x{settings.DIVERSITY_CANDIDATES}" if diverse else "plain"
+    key = f"{identity}:{image.pk}:{k}:{tag.pk if tag is not None else ''}:{mix}"
+    ranked = cache.cached(key, compute)
+    missing = [image_id for image_id, _ in ranked if image_id not in loaded]
+    if missing:
+        rows = Embedding.objects.filter(image_id__in=missing, model_identity=identity)
+        loaded.update((row.image_id, row.image) for row in rows.select_related("image").defer("vector"))
+    # An image deleted since the list was cached drops out (its deletion also invalidates the list).
+    return [SimilarImage(image=loaded[image_id], similarity=score) for image_id, score in ranked if image_id in loaded]

@@ -6,6 +6,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from .cache import neighbours_cache_invalidate
 from .models import Embedding
 
 
@@ -27,3 +28,5 @@ def embeddings_store(*, vectors_by_image: dict[int, np.ndarray], identity: str) 
             update_fields=["vector", "created_at"],
         )
         Embedding.objects.filter(image_id__in=vectors_by_image).exclude(model_identity=identity).delete()
+        # A new vector can be any image's nearest neighbour.
+        neighbours_cache_invalidate()

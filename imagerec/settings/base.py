@@ -80,6 +80,16 @@ ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=1024 * 1024 * 1024)
 # An image whose nearest neighbour is at least this similar is flagged "possible duplicate".
 NEAR_DUPLICATE_THRESHOLD = env.float("NEAR_DUPLICATE_THRESHOLD", default=0.97)
 
+# Diverse recommendations (?diverse=1, or on for every page with DIVERSITY_DEFAULT): the k
+# shown are chosen by maximal marginal relevance among k x DIVERSITY_CANDIDATES nearest.
+# DIVERSITY_WEIGHT trades relevance (1.0: the plain ranking) for variety (lower).
+DIVERSITY_DEFAULT = env.bool("DIVERSITY_DEFAULT", default=False)
+DIVERSITY_WEIGHT = env.float("DIVERSITY_WEIGHT", default=0.7)
+DIVERSITY_CANDIDATES = env.int("DIVERSITY_CANDIDATES", default=4)
+# Recommendation lists are cached in Redis (similarity/cache.py) for this long; any change to
+# the vectors or tags they rank drops them at once, whatever this says.
+RECOMMENDATIONS_CACHE_SECONDS = env.int("RECOMMENDATIONS_CACHE_SECONDS", default=3600)
+
 # Nearest-neighbour search: candidates the HNSW index visits per query (recall vs speed).
 # 160 keeps recall@10 above 0.96 at a million images for about 3 ms (docs/benchmarks.md).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=160)
@@ -195,6 +205,32 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Cache ------------------------------------------------------------------------------
+# Recommendation lists, rate-limit counters and the workers' heartbeat live in Redis: by
+# default the broker's server, in a database of their own.
+# https://docs.djangoproject.com/en/5.2/topics/cache/#redis
+CACHE_URL = env("CACHE_URL", default="")
+
+
+def redis_cache_location(broker_url: str) -> str:
+    """The broker's Redis, database 1: redis+socket:///run/redis.sock -> unix:///run/redis.sock?db=1."""
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://").split("?")[0] + "?db=1"
+    scheme, _, rest = broker_url.partition("://")
+    address = rest.split("/")[0]
+    return f"{scheme}://{address}/1"
+
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_URL or redis_cache_location(CELERY_BROKER_URL),
+        "KEY_PREFIX": "imagerec",
+        # A Redis that is down must not hold pages up: give up quickly, the pages compute.
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+} if CACHE_URL or CELERY_BROKER_URL else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery -----------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
