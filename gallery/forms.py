@@ -53,3 +53,23 @@ def requested_diverse(raw: str | None) -> bool:
     if raw in ("0", "false", "off", "no"):
         return False
     return settings.DIVERSITY_DEFAULT
+
+
+class SearchForm(forms.Form):
+    """A visitor's photo: judged like an admin upload (same formats and limits), never stored."""
+
+    photo = forms.FileField(
+        label="Your photo",
+        help_text="JPEG, PNG, WebP, GIF, BMP or TIFF. It is only used for this search and not kept.",
+        widget=forms.ClearableFileInput(attrs={"accept": "image/*"}),
+    )
+    k = forms.TypedChoiceField(
+        label="Show", coerce=int, choices=[(n, n) for n in (3, 6, 12, 24)], initial=6, required=False
+    )
+
+    def clean_photo(self):
+        from .validation import inspect_image
+
+        photo = self.cleaned_data["photo"]
+        inspect_image(photo)  # raises ValidationError with the reason
+        return photo

@@ -31,7 +31,8 @@ RENDITIONS_TASK = "gallery.renditions_create"
 SWEEP_TASK = "gallery.images_sweep"
 # Explicit None: the message carries no time limits, so the worker applies its own settings'
 # (a sender that has the task registered would otherwise stamp its own into the message).
-WORKERS_OWN_LIMITS = {"time_limit": None, "soft_time_limit": None}
+# ignore_result: nobody waits for these results, so sending never touches the result backend.
+WORKERS_OWN_LIMITS = {"time_limit": None, "soft_time_limit": None, "ignore_result": True}
 # Renditions are quick (tens of milliseconds each); a batch keeps the message count low.
 RENDITIONS_PER_TASK = 50
 

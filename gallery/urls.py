@@ -9,5 +9,6 @@ urlpatterns = [
     path("home", views.GalleryView.as_view(), name="home"),
     path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
     path("recommend", views.recommend_redirect, name="recommend"),
+    path("search/", views.SearchView.as_view(), name="search"),
     path("api/images/<int:pk>/similar/", api.similar_images_json, name="api-similar"),
 ]

@@ -1,11 +1,15 @@
 from django.conf import settings
-from django.shortcuts import redirect
-from django.views.generic import DetailView, ListView
+from django.shortcuts import redirect, render
+from django.utils.decorators import method_decorator
+from django.views.generic import DetailView, FormView, ListView
+from django_ratelimit.decorators import ratelimit
 
+from imagerec.imaging import load_rgb
+from similarity import search
 from similarity.selectors import images_similar_to
 
 from . import selectors
-from .forms import requested_diverse, requested_k
+from .forms import SearchForm, requested_diverse, requested_k
 
 
 class GalleryView(ListView):
@@ -72,3 +76,30 @@ def recommend_redirect(request):
     """
     image = selectors.image_get_by_original_name(original_name=request.GET.get("selectedImage", ""))
     return redirect("gallery:image-detail", pk=image.pk)
+
+
+@method_decorator(ratelimit(key="ip", rate=lambda group, request: settings.SEARCH_RATE, method="POST", block=True), name="post")
+class SearchView(FormView):
+    """Search by example: the gallery images most similar to a visitor's own photo."""
+
+    template_name = "gallery/search.html"
+    form_class = SearchForm
+
+    def form_valid(self, form):
+        photo = form.cleaned_data["photo"]
+        k = form.cleaned_data["k"] or settings.RECOMMENDATIONS_K
+        photo.seek(0)
+        jpeg = search.query_picture(load_rgb(photo))
+        try:
+            identity, vector = search.query_vector(jpeg=jpeg)
+        except search.SearchUnavailable as error:
+            context = self.get_context_data(form=form, unavailable=str(error))
+            return self.render_to_response(context, status=503)
+        similar = search.images_similar_to_vector(vector=vector, identity=identity, k=k)
+        selectors.images_prefetch_renditions(images=[item.image for item in similar])
+        return self.render_to_response(self.get_context_data(form=form, similar_images=similar, searched=True))
+
+
+def rate_limited(request, exception):
+    """django-ratelimit's answer: 429 with the site's own page."""
+    return render(request, "429.html", status=429)

@@ -2,7 +2,7 @@
 
 Starts the embedded PostgreSQL and Redis (unless DATABASE_URL / CELERY_BROKER_URL name
 others), chooses the weights, migrates, creates the admin account and prints its login,
-loads the demo images once, then runs the Procfile's web, worker and beat with honcho.
+loads the demo images once, then runs the Procfile's web, worker, searcher and beat with honcho.
 The embedded servers are stopped at the end only if this run started them.
 """
 
@@ -50,9 +50,9 @@ def weights_choice(configured: dict) -> dict[str, str]:
 
 
 def honcho_start(env: dict) -> int:
-    """The Procfile's web, worker and beat until Ctrl-C or SIGTERM; honcho stops them in order."""
+    """The Procfile's processes until Ctrl-C or SIGTERM; honcho stops them in order."""
     honcho = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "web", "worker", "beat"], cwd=PROJECT_DIR, env=env
+        [sys.executable, "-m", "honcho", "start", "web", "worker", "searcher", "beat"], cwd=PROJECT_DIR, env=env
     )
     # Ctrl-C reaches honcho directly (same process group); a SIGTERM sent to this script
     # alone is passed on. Either way, wait for honcho to finish stopping its processes.

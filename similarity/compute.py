@@ -98,3 +98,13 @@ def embeddings_compute(*, sources: Sequence[Source], batch_size: int) -> Iterato
         result.decode_wait = decoded_at - waited
         result.forward = time.perf_counter() - decoded_at
         yield result
+
+
+def embedding_of_picture(data: bytes) -> tuple[str, np.ndarray]:
+    """(model identity, vector) of one picture given as file bytes: a visitor's search."""
+    import io
+
+    from .encoder import get_encoder
+
+    encoder = get_encoder()
+    return encoder.identity, encoder.embed([load_rgb(io.BytesIO(data))])[0]

@@ -119,5 +119,5 @@ def purge_queues(*queues: str) -> None:
     from imagerec.celery import app
 
     with app.connection_for_write() as connection:
-        for queue in queues or [app.conf.task_default_queue]:
+        for queue in queues or [queue.name for queue in app.conf.task_queues]:
             connection.default_channel.queue_purge(queue)

@@ -90,6 +90,16 @@ DIVERSITY_CANDIDATES = env.int("DIVERSITY_CANDIDATES", default=4)
 # the vectors or tags they rank drops them at once, whatever this says.
 RECOMMENDATIONS_CACHE_SECONDS = env.int("RECOMMENDATIONS_CACHE_SECONDS", default=3600)
 
+# Search by example: a visitor's photo goes to the embedding workers' searches queue; the
+# page waits this long for the vector before saying the service is busy. Per client (IP).
+SEARCH_TIMEOUT_SECONDS = env.float("SEARCH_TIMEOUT_SECONDS", default=10.0)
+SEARCH_RATE = env("SEARCH_RATE", default="10/m")
+# Rate limits answer 429 with the site's own page (django-ratelimit).
+RATELIMIT_VIEW = "gallery.views.rate_limited"
+# django-ratelimit lists the third-party django-redis among the caches it knows, not Django's
+# own Redis backend; that backend's incr() is Redis INCRBY, atomic, which is all it needs.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+
 # Nearest-neighbour search: candidates the HNSW index visits per query (recall vs speed).
 # 160 keeps recall@10 above 0.96 at a million images for about 3 ms (docs/benchmarks.md).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=160)
@@ -102,6 +112,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_ratelimit",
     "gallery",
     "similarity",
 ]
@@ -117,6 +128,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A rate limit's refusal becomes RATELIMIT_VIEW's 429 page.
+    "django_ratelimit.middleware.RatelimitMiddleware",
 ]
 
 ROOT_URLCONF = "imagerec.urls"
@@ -237,8 +250,15 @@ CACHES = {
 # JSON only: a task message is data (image ids), never a pickled object.
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
-# Nothing reads task results: the database row is the result.
+# Task results are not kept: the database row is the result. The one exception, a visitor's
+# search waiting for its vector (similarity.query_embed), reads it from this backend.
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
+CELERY_RESULT_EXPIRES = 300
+# A search must fail fast, not retry for twenty seconds, when Redis is away.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+}
 # Acknowledge after the work is stored, and put the message back if the worker dies,
 # so a killed worker loses nothing (tasks are idempotent).
 # https://docs.celeryq.dev/en/stable/userguide/tasks.html#Task.acks_late
@@ -261,6 +281,29 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # The sweeper (Celery beat): https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+# Queues by kind of work, so a pool of workers can be pointed at one kind (`celery worker -Q
+# embeddings` on GPU hosts) and a visitor's search never waits behind an ingest backlog. A
+# worker started without -Q consumes them all. Tests prefix the names with their session.
+# https://docs.celeryq.dev/en/stable/userguide/routing.html
+QUEUE_NAMES = ("embeddings", "renditions", "searches")
+
+
+def celery_queues(prefix: str = "") -> tuple[list, dict, str]:
+    """CELERY_TASK_QUEUES, CELERY_TASK_ROUTES and CELERY_TASK_DEFAULT_QUEUE for a name prefix."""
+    from kombu import Queue
+
+    names = {name: f"{prefix}{name}" for name in (*QUEUE_NAMES, "default")}
+    routes = {
+        "gallery.images_embed": {"queue": names["embeddings"]},
+        "gallery.renditions_create": {"queue": names["renditions"]},
+        "gallery.images_sweep": {"queue": names["renditions"]},
+        "similarity.query_embed": {"queue": names["searches"]},
+    }
+    return [Queue(name) for name in names.values()], routes, names["default"]
+
+
+CELERY_TASK_QUEUES, CELERY_TASK_ROUTES, CELERY_TASK_DEFAULT_QUEUE = celery_queues()
+
 CELERY_BEAT_SCHEDULE_FILENAME = env(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(IMAGEREC_DATA_DIR / "celerybeat-schedule")
 )

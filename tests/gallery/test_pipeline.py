@@ -5,6 +5,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -23,10 +24,12 @@ def broker_queue():
     purge_queues()
 
     def messages() -> list[tuple[str, list]]:
+        raw = []
         with app.connection_for_read() as connection:
-            raw = connection.default_channel.client.lrange(app.conf.task_default_queue, 0, -1)
+            for queue in (settings.CELERY_TASK_ROUTES[name]["queue"] for name in (pipeline.EMBED_TASK, pipeline.RENDITIONS_TASK)):
+                raw += reversed(connection.default_channel.client.lrange(queue, 0, -1))  # pushed on the left
         found = []
-        for item in reversed(raw):  # Redis queues push on the left
+        for item in raw:
             message = json.loads(item)
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
             found.append((message["headers"]["task"], args))

@@ -1,0 +1,90 @@
+"""Search by example, the web side: a visitor's picture to the workers, and its neighbours back.
+
+The web process never runs the network: it sends a small JPEG of the picture to the
+`searches` queue, which the embedding workers serve ahead of any ingest backlog (a worker of
+its own in the Procfile), waits a bounded time for the vector, and asks PostgreSQL for the
+nearest images. Nothing is stored: the picture travels in the message, and the vector comes
+back through the result backend, which forgets it within minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+import numpy as np
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from django.conf import settings
+from pgvector.django import CosineDistance
+from PIL import Image
+
+from imagerec.celery import app
+
+from .models import Embedding
+from .selectors import SimilarImage, similarity_from_distance
+
+logger = logging.getLogger(__name__)
+
+QUERY_TASK = "similarity.query_embed"
+# The network sees 224 pixels of a 256-pixel resize: a 512-pixel copy loses nothing it uses.
+QUERY_SIDE = 512
+
+
+class SearchUnavailable(Exception):
+    """No worker answered in time: busy, or not running. The message says so to the visitor."""
+
+
+def query_picture(picture: Image.Image) -> bytes:
+    """A small JPEG of the (upright, RGB) picture, its shorter side QUERY_SIDE: what travels to the worker."""
+    scale = QUERY_SIDE / min(picture.size)
+    if scale < 1:
+        picture = picture.resize(
+            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.Resampling.LANCZOS
+        )
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def query_vector(*, jpeg: bytes, timeout: float | None = None) -> tuple[str, np.ndarray]:
+    """(model identity, vector) of the picture, computed by a worker; SearchUnavailable if none answers."""
+    timeout = settings.SEARCH_TIMEOUT_SECONDS if timeout is None else timeout
+    try:
+        result = app.send_task(
+            QUERY_TASK,
+            args=[base64.b64encode(jpeg).decode("ascii")],
+            expires=timeout,  # not worth doing once the visitor's page has given up
+            time_limit=None,
+            soft_time_limit=None,
+        )
+    except Exception as error:  # the broker is unreachable
+        logger.warning("Search by example could not be sent: %s", error)
+        raise SearchUnavailable("The search service cannot be reached right now.") from None
+    try:
+        answer = result.get(timeout=timeout, interval=0.02)
+    except CeleryTimeoutError:
+        raise SearchUnavailable("No embedding worker answered in time: they are busy or not running.") from None
+    except Exception as error:  # the result backend is unreachable, or the task failed
+        logger.warning("Search by example failed: %s", error)
+        raise SearchUnavailable("The search service could not compute this picture right now.") from None
+    finally:
+        try:
+            result.forget()
+        except Exception:  # noqa: BLE001 (the backend is away: the result expires on its own)
+            pass
+    return answer["identity"], np.asarray(answer["vector"], dtype=np.float32)
+
+
+def images_similar_to_vector(*, vector: np.ndarray, identity: str, k: int, tag=None) -> list[SimilarImage]:
+    """The k gallery images nearest to a vector that is not stored: one HNSW query."""
+    rows = Embedding.objects.for_model(identity)
+    if tag is not None:
+        rows = rows.filter(image__tags=tag)
+    rows = (
+        rows.annotate(distance=CosineDistance("vector", vector.tolist()))
+        .order_by("distance")
+        .select_related("image")
+        .defer("vector")[:k]
+    )
+    return [SimilarImage(image=row.image, similarity=similarity_from_distance(row.distance)) for row in rows]
