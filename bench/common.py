@@ -293,7 +293,7 @@ def load(name: str, default):
 
 def save(name: str, results) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / name).write_text(json.dumps(results, indent=1, sort_keys=True))
+    (OUT_DIR / name).write_text(json.dumps(results, indent=1))
 
 
 def table(headers: list[str], rows: list[list], align: str = "") -> str:

@@ -478,8 +478,6 @@ def run(args) -> dict:
             log("Decode and forward without the database, three ways of sharing the cores ...")
             result["variants"] = phase_variants(photos[: min(96, args.images)], args.batch_size, cpus)
             result["forward_1_thread"] = statistics.median(phase_forward(1, args.batch_size, windows=3))
-        if threads != cpus:
-            result["forward"]["all_cpus_rate"] = statistics.median(phase_forward(cpus, args.batch_size))
         result["memory"] = {"peak_tree_rss": memory.peak, "peak_tree_rss_working": memory.working,
                             "peak_tree_rss_by_phase": memory.by_phase, "high_water_marks": memory.high_water_marks()}
     finally:
@@ -497,7 +495,11 @@ def run(args) -> dict:
 
 
 def mib(value: float) -> str:
-    return f"{value / 2**20:.0f} MiB"
+    return f"{value / 2**20:.0f}"
+
+
+def met(condition: bool) -> str:
+    return "met" if condition else "**not met**"
 
 
 def plot(run: dict) -> None:
@@ -550,18 +552,21 @@ def plot(run: dict) -> None:
 
 
 def values(runs: list[dict], run: dict) -> tuple[dict, dict]:
-    """The figures of docs/ingestion.md's marked regions (from the run shown and all runs), and
-    of the Ingestion section of docs/benchmarks.md."""
-    drain, live, latency, forward, machine_, settings = (run[key] for key in (
-        "drain", "live", "latency", "forward", "machine", "settings"))
-    split, cpu, threads, table = drain["split_ms_per_image"], drain["cpu_ms_per_image"], forward["threads"], common.table
+    """The figures in docs/ingestion.md (from the run shown and all runs), and in the Ingestion
+    section of docs/benchmarks.md."""
+    drain, live, latency, forward, machine_, settings, memory = (run[key] for key in (
+        "drain", "live", "latency", "forward", "machine", "settings", "memory"))
+    split, cpu, threads = drain["split_ms_per_image"], drain["cpu_ms_per_image"], forward["threads"]
     decode_share = split["decode_cpu"] / threads
     bound = (1000 / forward["rate"]) / (1000 / forward["rate"] + decode_share)
     wall = 1000 / drain["worker_rate"]
-    hwm = run["memory"]["high_water_marks"]
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.0f}"
+
     out = {
         "photo": settings["photo"], "photo_mb": f"{settings['photo_mb']:.1f}",
-        "photos_gb": f"{(settings['images'] + 21) * settings['photo_mb'] / 1000:.1f}",
+        "photos_gb": f"{(settings['images'] + latency['samples'] + 1) * settings['photo_mb'] / 1000:.1f}",
         "machine": "\n".join([
             f"- CPU: {machine_['cpu']}, {machine_['cpus']} cores, {machine_['memory_gib']} GiB; Python "
             f"{machine_['python']}, torch {machine_['torch']}, Pillow {machine_['pillow']} (libjpeg-turbo "
@@ -570,99 +575,63 @@ def values(runs: list[dict], run: dict) -> tuple[dict, dict]:
             f"and {threads} decode threads (its CPU share), `EMBEDDING_BATCH_SIZE={settings['batch_size']}`, "
             f"`EMBEDDING_CLAIM_BATCHES={settings['claim_batches']}`",
             f"- Run: {run['when']}, `{run['command']}`."]),
-        "other_cpu": f"{cpu['other']:.1f}",
-        "goals": table(["Goal", "Target", "Measured", ""], [
-            ["Worker rate / forward rate (deep queue)", f"≥ {GOAL_RATIO}",
-             f"{run['ratio']:.2f} ({drain['worker_rate']:.1f} / {forward['rate']:.1f} images/s)",
-             "met" if run["ratio"] >= GOAL_RATIO else "**not met**"],
-            ["The same in CPU time: forward alone / worker, per image", "",
-             f"{run['cpu_ratio']:.2f} ({forward['cpu_ms_per_image']:.1f} / {cpu['worker']:.1f} ms)", ""],
-            ["Upload commit → embedding stored, idle warm worker, p50", f"≤ {GOAL_LATENCY:.0f} s",
-             f"{latency['p50_s'] * 1000:.0f} ms (p95 {latency['p95_s'] * 1000:.0f} ms)",
-             "met" if latency["p50_s"] <= GOAL_LATENCY else "**not met**"]]),
-        "upload_p50": f"{drain['upload']['p50_ms']:.0f}", "upload_p95": f"{drain['upload']['p95_ms']:.0f}",
+        "goal": GOAL_RATIO, "ratio": f"{run['ratio']:.2f}", "ratio_met": met(run["ratio"] >= GOAL_RATIO),
+        "worker_rate": f"{drain['worker_rate']:.1f}", "forward_rate": f"{forward['rate']:.1f}",
+        "cpu_ratio": f"{run['cpu_ratio']:.2f}", "forward_cpu": f"{forward['cpu_ms_per_image']:.1f}",
+        "worker_cpu": f"{cpu['worker']:.1f}", "postgres_cpu": f"{cpu['postgres']:.1f}", "other_cpu": f"{cpu['other']:.1f}",
+        "latency_p50": ms(latency["p50_s"]), "latency_p95": ms(latency["p95_s"]), "latency_max": ms(latency["max_s"]),
+        "seen_p50": ms(latency["seen_p50_s"]), "seen_p95": ms(latency["seen_p95_s"]),
+        "latency_met": met(latency["p50_s"] <= GOAL_LATENCY), "latency_samples": latency["samples"],
+        "spacing": f"{run['spacing']:.1f}", "batch_size": forward["batch_size"], "threads": threads,
+        "windows": len(forward["windows"]), "drain_images": drain["images"],
+        "live_worker_rate": f"{live['worker_rate']:.1f}", "live_ratio": f"{run['live_ratio']:.2f}",
+        "live_wall_rate": f"{live['wall_rate']:.1f}", "live_wall_ratio": f"{live['wall_rate'] / forward['rate']:.2f}",
+        "upload_rate": f"{drain['upload']['rate']:.1f}", "upload_p50": f"{drain['upload']['p50_ms']:.0f}",
+        "upload_p95": f"{drain['upload']['p95_ms']:.0f}",
         "tasks": drain["batches"], "per_task": f"{drain['images_per_task']:.0f}", "largest_task": drain["largest_task"],
-        "drain_images": drain["images"],
-        "split": table(["Worker wall clock, per image", "ms", "share"],
-                       [[label, f"{split[key]:.1f}", f"{split[key] / wall:.0%}"] for key, label in STEPS.items()]
-                       + [["**total**", f"**{wall:.1f}**", ""]], "lrr"),
-        "work": table(["Work, per image", "ms"], [
-            ["CPU time of the forward pass alone (all torch threads)", f"{forward['cpu_ms_per_image']:.1f}"],
-            ["decode + resize, CPU time of the decode threads", f"{split['decode_cpu']:.1f}"],
-            [f"forward pass alone, bare network ({threads} threads), wall clock", f"{1000 / forward['rate']:.1f}"],
-            ["CPU time of the worker processes (all threads)", f"{cpu['worker']:.1f}"],
-            ["CPU time of PostgreSQL", f"{cpu['postgres']:.1f}"],
-            ["CPU time of everything else on the machine meanwhile", f"{cpu['other']:.1f}"]], "lr"),
-        "cores": threads, "decode_cpu": f"{split['decode_cpu']:.0f}", "decode_share": f"{decode_share:.0f}",
-        "forward_ms": f"{1000 / forward['rate']:.0f}", "bound": f"{bound:.2f}", "ratio": f"{run['ratio']:.2f}",
-        "of_bound": f"{run['ratio'] / bound:.0%}", "goal": GOAL_RATIO,
-        "latency_samples": latency["samples"], "spacing": f"{run['spacing']:.1f}",
-        "latency": table(["", "p50", "p95", "max"], [
-            ["commit → embedding stored", *(f"{latency[key] * 1000:.0f} ms" for key in ("p50_s", "p95_s", "max_s"))],
-            ["commit → seen ready by a polling client (5 ms)",
-             *(f"{latency[key] * 1000:.0f} ms" for key in ("seen_p50_s", "seen_p95_s")), ""]], "lrrr"),
+        **{f"split.{key}": f"{split[key]:.1f}" for key in STEPS},
+        **{f"share.{key}": f"{split[key] / wall:.0%}" for key in STEPS},
+        "split_total": f"{wall:.1f}", "decode_cpu_ms": f"{split['decode_cpu']:.1f}",
+        "forward_wall_ms": f"{1000 / forward['rate']:.1f}", "decode_cpu": f"{split['decode_cpu']:.0f}",
+        "decode_share": f"{decode_share:.0f}", "forward_ms": f"{1000 / forward['rate']:.0f}", "bound": f"{bound:.2f}",
+        "of_bound": f"{run['ratio'] / bound:.0%}",
         "worker_start": f"{run['worker_start_s']:.1f}", "loaded": f"{run['network_loaded_s']:.1f}",
         "first_upload": f"{run['first_upload_s']:.1f}",
-        "memory": table(["", "peak"], [
-            ["while ingesting (after the network was loaded)", f"**{mib(run['memory']['peak_tree_rss_working'])}**"],
-            ["whole run, loading included", mib(run["memory"]["peak_tree_rss"])],
-            ["kernel high-water mark (VmHWM), main process", mib(hwm.get("main", 0))],
-            ["kernel high-water mark (VmHWM), pool process", mib(max(v for k, v in hwm.items() if k != "main"))]],
-            "lr"),
-        "phase_peaks": ", ".join(f"{name.replace('_', ' ')} {mib(value)}"
-                                 for name, value in run["memory"]["peak_tree_rss_by_phase"].items()),
-        "runs": table(["When", "Worker, deep queue", "Forward", "Ratio", "CPU ratio", "Wall clock, live",
-                       "p50 / p95 latency", "Peak RSS ingesting"], [
+        "peak_working": mib(memory["peak_tree_rss_working"]), "peak_all": mib(memory["peak_tree_rss"]),
+        "hwm_main": mib(memory["high_water_marks"]["main"]),
+        "hwm_pool": mib(max(v for k, v in memory["high_water_marks"].items() if k != "main")),
+        "phase_peaks": ", ".join(f"{name.replace('_', ' ')} {mib(value)} MiB"
+                                 for name, value in memory["peak_tree_rss_by_phase"].items()),
+        "runs": common.table(["When", "Worker, deep queue", "Forward", "Ratio", "CPU ratio", "Wall clock, live",
+                              "p50 / p95 latency", "Peak RSS ingesting"], [
             [each["when"] + (" (shown)" if each is run else ""), f"{each['drain']['worker_rate']:.1f}",
              f"{each['forward']['rate']:.1f}", f"{each['ratio']:.2f}", f"{each['cpu_ratio']:.2f}",
-             f"{each['live']['wall_rate']:.1f}",
-             f"{each['latency']['p50_s'] * 1000:.0f} / {each['latency']['p95_s'] * 1000:.0f} ms",
-             mib(each["memory"]["peak_tree_rss_working"])] for each in runs], "lrrrrrrr"),
+             f"{each['live']['wall_rate']:.1f}", f"{ms(each['latency']['p50_s'])} / {ms(each['latency']['p95_s'])} ms",
+             f"{mib(each['memory']['peak_tree_rss_working'])} MiB"] for each in runs], "lrrrrrrr"),
     }
-    rows = [[f"Forward pass alone: batch {forward['batch_size']}, {threads} threads, channels-last, inference mode "
-             f"(median of {len(forward['windows'])} two-second windows, right before and right after the deep-queue "
-             f"phase)", f"{forward['rate']:.1f}", "1.00"],
-            [f"**Worker, deep queue**: {drain['images']} uploads queued, worker released; first claim to last "
-             "embedding stored", f"**{drain['worker_rate']:.1f}**", f"**{run['ratio']:.2f}**"],
-            ["Worker, live uploads: first claim to last embedding stored, while the uploads run beside it",
-             f"{live['worker_rate']:.1f}", f"{run['live_ratio']:.2f}"],
-            ["**Wall clock, live uploads**: first upload starts to last embedding stored",
-             f"**{live['wall_rate']:.1f}**", f"{live['wall_rate'] / forward['rate']:.2f}"]]
     if "live_renditions" in run:
         thumbs = run["live_renditions"]
-        rows.append(["Wall clock, live uploads with thumbnails (the rendition tasks image_create also queues, run by "
-                     "the same worker): to the last embedding / to the last thumbnail",
-                     f"{thumbs['wall_rate']:.1f} / {thumbs['all_work_done_rate']:.1f}",
-                     f"{thumbs['wall_rate'] / forward['rate']:.2f}"])
-        out.update(thumbs_late=f"{thumbs['wall_seconds'] / live['wall_seconds']:.2f}",
+        out.update(thumbs_rate=f"{thumbs['wall_rate']:.1f}", thumbs_all_rate=f"{thumbs['all_work_done_rate']:.1f}",
+                   thumbs_ratio=f"{thumbs['wall_rate'] / forward['rate']:.2f}",
+                   thumbs_late=f"{thumbs['wall_seconds'] / live['wall_seconds']:.2f}",
                    rendition_ms=f"{1000 * (1 / thumbs['all_work_done_rate'] - 1 / live['wall_rate']):.0f}",
                    embed_ms=f"{1000 / live['wall_rate']:.0f}", all_ms=f"{1000 / thumbs['all_work_done_rate']:.0f}")
-    rows.append(["Uploads alone (web side: validation decode, hash, file write, insert, publish), worker paused",
-                 f"{drain['upload']['rate']:.1f}", ""])
-    if "all_cpus_rate" in forward:
-        rows.append([f"Forward pass alone on all {machine_['cpus']} cores", f"{forward['all_cpus_rate']:.1f}", ""])
-    out["throughput"] = table(["", "images/s", "× forward"], rows, "lrr")
-    if "variants" in run:
-        labels = {"take turns": "take turns: a batch decodes on all cores, then runs on all cores",
-                  "overlap": "overlap: the next batch decodes during the forward pass, same threads (the worker's way)",
-                  "split": "split: torch on one core, decoding on the others, overlapped"}
-        out["variant_images"] = min(96, drain["images"])
-        out["variants"] = table(
-            ["Sharing the cores", "torch threads", "decode threads", "images/s", "× forward at the same threads"],
-            [[labels[name], v["torch_threads"], v["decode_threads"], f"{v['rate']:.1f}",
-              f"{v['rate'] / (forward['rate'] if v['torch_threads'] == threads else run['forward_1_thread']):.2f}"]
-             for name, v in run["variants"].items()], "lrrrr")
+    for name, variant in run.get("variants", {}).items():
+        same_threads = forward["rate"] if variant["torch_threads"] == threads else run["forward_1_thread"]
+        key = f"variant.{name.replace(' ', '_')}"
+        out.update({f"{key}.torch_threads": variant["torch_threads"], f"{key}.decode_threads": variant["decode_threads"],
+                    f"{key}.rate": f"{variant['rate']:.1f}", f"{key}.ratio": f"{variant['rate'] / same_threads:.2f}",
+                    "variant_images": min(96, drain["images"])})
     rates = [each["drain"]["worker_rate"] for each in runs]
     ratios, cpu_ratios = [each["ratio"] for each in runs], [each["cpu_ratio"] for each in runs]
     out.update(run_count=len(runs), rate_min=f"{min(rates):.1f}", rate_max=f"{max(rates):.1f}",
                spread=f"{(max(rates) - min(rates)) / max(rates):.0%}", ratio_min=f"{min(ratios):.2f}",
                ratio_max=f"{max(ratios):.2f}", cpu_min=f"{min(cpu_ratios):.2f}", cpu_max=f"{max(cpu_ratios):.2f}")
-    summary = {"ingest.images": drain["images"], "ingest.photo_size": "×".join(settings["photo"].split()[0].split("x")),
-               "ingest.worker_rate": f"{drain['worker_rate']:.1f}", "ingest.forward_rate": f"{forward['rate']:.1f}",
-               "ingest.ratio": f"{run['ratio']:.2f}", "ingest.bound": f"{bound:.1f}",
-               "ingest.latency_p50": f"{latency['p50_s'] * 1000:.0f}", "ingest.latency_p95": f"{latency['p95_s'] * 1000:.0f}",
-               "ingest.peak_gb": f"{run['memory']['peak_tree_rss_working'] / 2**30:.1f}"}
-    return out, summary
+    summary = {"images": drain["images"], "photo_size": "×".join(settings["photo"].split()[0].split("x")),
+               "worker_rate": out["worker_rate"], "forward_rate": out["forward_rate"], "ratio": out["ratio"],
+               "bound": f"{bound:.1f}", "latency_p50": out["latency_p50"], "latency_p95": out["latency_p95"],
+               "peak_gb": f"{memory['peak_tree_rss_working'] / 2**30:.1f}"}
+    return out, {f"ingest.{key}": value for key, value in summary.items()}
 
 
 def write_report(runs: list[dict]) -> None:
