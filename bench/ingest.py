@@ -99,15 +99,21 @@ def tree(pid: int) -> list:
         return []
 
 
-def cpu_seconds(processes) -> float:
-    total = 0.0
-    for process in processes:
+def summed(pid: int, read) -> float:
+    """``read(process)`` summed over a process and its descendants (one that vanished counts 0)."""
+    import psutil
+
+    total = 0
+    for process in tree(pid):
         try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except Exception:
+            total += read(process)
+        except psutil.Error:
             pass
     return total
+
+
+def cpu_seconds(process) -> float:
+    return sum(process.cpu_times()[:2])  # user + system
 
 
 class Memory:
@@ -120,13 +126,7 @@ class Memory:
         threading.Thread(target=self.sample, daemon=True).start()
 
     def sample(self) -> None:
-        while processes := tree(self.pid):
-            total = 0
-            for process in processes:
-                try:
-                    total += process.memory_info().rss
-                except Exception:
-                    pass
+        while total := summed(self.pid, lambda process: process.memory_info().rss):
             self.peak = max(self.peak, total)
             self.by_phase[self.phase] = max(self.by_phase.get(self.phase, 0), total)
             self.working = max(self.working, total) if self.loaded else 0
@@ -147,7 +147,7 @@ def cpu_snapshot(worker: WorkerProcess) -> dict:
 
     postgres = int((DATA_DIR / "postgres" / "postmaster.pid").read_text().split()[0])
     times = psutil.cpu_times()
-    return {"worker": cpu_seconds(tree(worker.process.pid)), "postgres": cpu_seconds(tree(postgres)),
+    return {"worker": summed(worker.process.pid, cpu_seconds), "postgres": summed(postgres, cpu_seconds),
             "machine": sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))}
 
 
@@ -414,6 +414,7 @@ def run(args) -> dict:
     photos = photos_ensure(args.images + args.latency_samples + 1)
     log("Starting the bench services in .devdata/bench-ingest ...")
     RECORDS.unlink(missing_ok=True)
+    shutil.rmtree(DATA_DIR / "workers", ignore_errors=True)  # the worker logs of earlier runs
     common.django_setup(
         DATA_DIR, broker=True, MEDIA_ROOT=str(MEDIA_DIR), EMBEDDING_WEIGHTS="random",
         EMBEDDING_BATCH_SIZE=str(args.batch_size), EMBEDDING_CLAIM_BATCHES=str(args.claim_batches),
