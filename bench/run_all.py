@@ -107,6 +107,23 @@ def pages_measure(options, results: dict) -> None:
     common.save("results.json", results)
 
 
+def database_measure(options, results: dict) -> None:
+    """Everything that needs the bench's PostgreSQL: queries, loading, pages."""
+    common.django_setup(common.DATA_DIR)
+    try:
+        common.cluster_configure()
+        for n in sorted(options.sizes) if options.only in (None, "nn") else []:
+            measure_size(n, options, results)
+            common.save("results.json", results)
+            if n == options.page_size and options.only is None and not options.skip_pages:
+                pages_measure(options, results)  # before a larger size replaces the tables
+        if options.only == "pages":
+            pages_measure(options, results)
+    finally:
+        if not options.keep_server:
+            common.servers_stop(common.DATA_DIR)
+
+
 def main(argv=None) -> int:
     options = arguments(argv if argv is not None else sys.argv[1:])
     results = common.load("results.json", {})
@@ -116,19 +133,8 @@ def main(argv=None) -> int:
             "command": " ".join(["bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         })
         results.setdefault("sizes", {})
-        common.django_setup(common.DATA_DIR)
-        try:
-            common.cluster_configure()
-            for n in sorted(options.sizes) if options.only in (None, "nn") else []:
-                measure_size(n, options, results)
-                common.save("results.json", results)
-                if n == options.page_size and options.only is None and not options.skip_pages:
-                    pages_measure(options, results)  # before a larger size replaces the tables
-            if options.only == "pages":
-                pages_measure(options, results)
-        finally:
-            if not options.keep_server:
-                common.servers_stop(common.DATA_DIR)
+        if options.only != "precompute":
+            database_measure(options, results)
         small = [n for n in sorted(options.sizes) if n <= 100_000]
         if options.only in (None, "precompute") and not options.skip_precompute and small:
             import precompute
