@@ -276,15 +276,17 @@ def values(results: dict, choice: dict | None) -> dict:
     if full:
         run = full[-1]
         vector, plain, half = (run["layouts"][name] for name in LAYOUT_ORDER)
-        v = find_index(run, "vector", half["indexes"][-1]["m"], half["indexes"][-1]["ef_construction"])
         out.update(toast_n=f"{run['n']:,}", exact_vector=vector["exact"]["p50_ms"], toast_mb=vector["toast_mb"],
                    exact_plain=plain["exact"]["p50_ms"], exact_half=half["exact"]["p50_ms"],
                    plain_x=f"{vector['exact']['p50_ms'] / plain['exact']['p50_ms']:.1f}",
-                   half_x=f"{vector['exact']['p50_ms'] / half['exact']['p50_ms']:.1f}",
-                   index_vector_mb=v["index_mb"], index_half_mb=half["indexes"][-1]["index_mb"],
-                   half_recall=", ".join(f"ef {a['ef_search']}: {b['recall']} / {a['recall']}"
-                                         for a in v["ef_search"] for b in half["indexes"][-1]["ef_search"]
-                                         if a["ef_search"] == b["ef_search"]))
+                   half_x=f"{vector['exact']['p50_ms'] / half['exact']['p50_ms']:.1f}")
+        # vector's index beside halfvec's, at the same m and ef_construction
+        v = find_index(run, "vector", half["indexes"][-1]["m"], half["indexes"][-1]["ef_construction"])
+        if v:
+            out.update(index_vector_mb=v["index_mb"], index_half_mb=half["indexes"][-1]["index_mb"],
+                       half_recall=", ".join(f"ef {a['ef_search']}: {b['recall']} / {a['recall']}"
+                                             for a in v["ef_search"] for b in half["indexes"][-1]["ef_search"]
+                                             if a["ef_search"] == b["ef_search"]))
     naive = [run for run in runs if run.get("load", {}).get("naive_bulk_create_s")]
     if naive:
         load = naive[-1]["load"]
