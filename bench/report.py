@@ -290,10 +290,10 @@ def values(results: dict, choice: dict | None) -> dict:
     naive = [run for run in runs if run.get("load", {}).get("naive_bulk_create_s")]
     if naive:
         load = naive[-1]["load"]
+        ratios = sorted(r["load"]["naive_bulk_create_s"] / r["load"]["copy_total_s"] for r in naive)
         out.update(naive_n=f"{naive[-1]['n']:,}", fast_s=load["copy_total_s"], naive_s=load["naive_bulk_create_s"],
                    naive_x=f"{load['naive_bulk_create_s'] / load['copy_total_s']:.1f}", copy_s=load["copy_s"],
-                   naive_range="–".join(sorted({f"{r['load']['naive_bulk_create_s'] / r['load']['copy_total_s']:.1f}"
-                                                for r in naive}, key=float)))
+                   naive_range="–".join(dict.fromkeys(f"{ratio:.1f}" for ratio in (ratios[0], ratios[-1]))))
     inserts = {run["n"]: run["incremental_insert"] for run in runs if "incremental_insert" in run}
     rows = []
     for r in results.get("precompute", []):
