@@ -50,12 +50,14 @@ class WorkerProcess:
         beat: bool = False,
         queues: str = "",
         command_prefix: tuple[str, ...] = (),
+        arguments: tuple[str, ...] = (),
     ):
         self.env = env
         self.concurrency = concurrency
         self.beat = beat
         self.queues = queues
         self.command_prefix = command_prefix  # e.g. `ip netns exec <name>`
+        self.arguments = arguments  # more `celery worker` options, e.g. `--include=<module>`
         self.hostname = f"worker-{os.getpid()}-{time.monotonic_ns()}@imagerec"
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
@@ -73,6 +75,7 @@ class WorkerProcess:
             command.append(f"--queues={self.queues}")
         if self.beat:
             command += ["--beat", f"--schedule={log_dir / 'beat-schedule'}"]
+        command += self.arguments
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             command, cwd=PROJECT_DIR, env={"PYTHONUNBUFFERED": "1", **self.env},
