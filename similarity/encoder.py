@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 # torch's OpenMP threads otherwise spin-wait between layers, burning CPU that the decode
 # threads, PostgreSQL or anything else on the machine needs (on a busy machine, batches ran
@@ -31,6 +29,7 @@ from django.conf import settings  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.models import ResNet18_Weights, resnet18  # noqa: E402
 
+from imagerec.cpus import cpu_share  # noqa: E402
 from imagerec.imaging import synthetic_photo  # noqa: E402
 
 from .weights import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_path, model_identity  # noqa: E402
@@ -130,34 +129,6 @@ def build_network(weights: str, seed: int) -> torch.nn.Module:
     network.fc = torch.nn.Identity()
     network.eval()
     return network.to(memory_format=torch.channels_last)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    """The CPU time a container may use, in CPUs (cgroup v2, then v1); None when unlimited."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return quota / period if quota > 0 and period > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def cpu_share() -> int:
-    """CPUs this process may run on: its affinity mask, capped by a container's CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        # Rounded down: threads beyond the quota only get the process throttled.
-        cpus = min(cpus, math.floor(quota))
-    return max(1, cpus)
 
 
 # How many worker processes split this machine's CPUs; the Celery hooks set it from the

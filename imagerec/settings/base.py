@@ -35,6 +35,10 @@ STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 ADMIN_PASSWORD = env("ADMIN_PASSWORD", default="")
 # Production only: seconds browsers should insist on HTTPS (0 until TLS is proven).
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Production only: extend HSTS to every subdomain, and ask browsers to preload it (both are
+# hard to undo: turn them on once every subdomain serves HTTPS).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # Tests only: names this test session's database, media folder and queue (default: its pid).
 TEST_SESSION_ID = env("IMAGEREC_TEST_SESSION", default="")
 # Where the embedded PostgreSQL and Redis keep their data (local runs and tests).

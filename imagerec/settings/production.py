@@ -23,8 +23,15 @@ STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# HTTPS only, terminated by the proxy in front, which must set X-Forwarded-Proto (and strip
+# it from clients): a plain-HTTP request is redirected, cookies never travel in clear.
+# `manage.py check --deploy` passes with these (tests/test_deploy.py).
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Other sites learn at most our origin, never a page's path.
+SECURE_REFERRER_POLICY = "same-origin"
 

