@@ -268,6 +268,22 @@ def test_stopping_early_leaves_no_batch_half_yielded(spied_encoder, tmp_path):
     assert sorted(first.vectors) == [0, 1]
 
 
+def test_a_gpu_worker_without_gpu_decoding_runs_pillow_two_batches_ahead_with_the_same_results(tmp_path):
+    files = {key: encode(camera_photo(key, (320, 240))) for key in range(7)}
+    files[3] = b"not a picture"
+    sources = sources_of(files, tmp_path)
+    batches = [sources[start : start + 2] for start in range(0, len(sources), 2)]
+
+    ahead = list(compute._compute_decoding_with_pillow(get_encoder(), batches, lookahead=2))
+    as_today = list(embeddings_compute(sources=sources, batch_size=2))
+
+    assert [sorted(batch.vectors) + sorted(batch.failures) for batch in ahead] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert ahead[1].failures == as_today[1].failures
+    for mine, theirs in zip(ahead, as_today):
+        for key, vector in theirs.vectors.items():
+            np.testing.assert_allclose(mine.vectors[key], vector, atol=1e-5)
+
+
 # --- On a GPU ---------------------------------------------------------------------------
 
 
@@ -308,3 +324,25 @@ def test_nvjpeg_pixels_and_vectors_agree_with_the_cpu_path(gpu_encoder):
     vectors = gpu_encoder.embed_prepared(on_gpu, [])
     expected = get_encoder().embed([load_rgb(io.BytesIO(data)) for data in files])
     assert np.min(np.sum(vectors * expected, axis=1)) >= 1 - DEVICE_COSINE_TOLERANCE
+
+
+@needs_cuda
+@pytest.mark.end_to_end
+def test_a_gpu_worker_stores_what_a_cpu_worker_would(start_worker, tmp_path):
+    from gallery.services import image_create
+    from tests.conftest import upload, wait_for
+
+    start_worker(extra_env={"EMBEDDING_DEVICE": "cuda"})
+    photos = {seed: encode(camera_photo(seed, (1200, 900)), exif=exif_with(6 if seed % 2 else 1)) for seed in range(6)}
+    photos[6] = encode(camera_photo(6, (1200, 900)), "PNG")  # through Pillow on the worker's CPU
+    images = {
+        seed: image_create(upload=upload(f"photo-{seed}", data, "image/png" if seed == 6 else "image/jpeg"))
+        for seed, data in photos.items()
+    }
+
+    wait_for(lambda: GalleryImage.objects.ready().count() == len(images), timeout=180, message="the embeddings")
+    for seed, image in images.items():
+        stored = np.asarray(image.embeddings.get().vector, dtype=np.float32)
+        expected = get_encoder().embed([load_rgb(io.BytesIO(photos[seed]))])[0]
+        # halfvec storage keeps about three significant digits on top of the stated tolerance.
+        assert float(stored @ expected) / float(np.linalg.norm(stored)) >= 1 - DEVICE_COSINE_TOLERANCE - 1e-3
