@@ -88,9 +88,13 @@ def images_embed(
             timings["decode_cpu"] += batch.decode_cpu
             timings["forward"] += batch.forward
             timings["store"] += time.perf_counter() - stored_at
-        marked_at = time.perf_counter()
-        near_duplicates_mark(image_ids=result.ready)
-        timings["duplicates"] = time.perf_counter() - marked_at
+            if batch.vectors:
+                # Batch by batch, while the next batches decode: one nearest-neighbour query
+                # per image costs a GPU worker about as much as decoding it, and checked once
+                # per claim it would leave the decoder idle between claims.
+                marked_at = time.perf_counter()
+                near_duplicates_mark(image_ids=list(batch.vectors))
+                timings["duplicates"] += time.perf_counter() - marked_at
     except give_up_on:
         failures = dict.fromkeys(outstanding, give_up_reason)
         lifecycle.images_mark_failed(failures=failures)
