@@ -326,9 +326,9 @@ class Encoder:
         return torch.autocast("cuda", dtype=torch.float16) if self.on_gpu else contextlib.nullcontext()
 
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode(), self._precision():
-            features = self.network(batch.to(self.device).contiguous(memory_format=torch.channels_last))
         with torch.inference_mode():
+            with self._precision():
+                features = self.network(batch.to(self.device).contiguous(memory_format=torch.channels_last))
             features = torch.nn.functional.normalize(features.float(), dim=1)
         return features.cpu().numpy().astype(np.float32)
 
