@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
+from similarity.compute import batch_size as device_batch_size
 from similarity.compute import embeddings_compute
 from similarity.services import embeddings_store
 from similarity.weights import WeightsUnavailable, model_identity
@@ -53,13 +54,14 @@ def images_embed(
 ) -> EmbedResult:
     """Embed the given images (with ``fill_batch``, other waiting ones too) and store the vectors.
 
-    With ``fill_batch`` one call claims up to EMBEDDING_CLAIM_BATCHES batches of
-    EMBEDDING_BATCH_SIZE when the queue is deep, so later tasks find their images done. Each
-    batch is stored, and its images become ready, as soon as it is through the network.
+    With ``fill_batch`` one call claims up to EMBEDDING_CLAIM_BATCHES batches (of
+    EMBEDDING_BATCH_SIZE, or EMBEDDING_CUDA_BATCH_SIZE on a GPU) when the queue is deep, so
+    later tasks find their images done. Each batch is stored, and its images become ready,
+    as soon as it is through the network.
     """
     result = EmbedResult()
     timings = result.timings
-    batch_size = settings.EMBEDDING_BATCH_SIZE
+    batch_size = device_batch_size()
     fill_to = max(batch_size * max(1, settings.EMBEDDING_CLAIM_BATCHES), len(image_ids)) if fill_batch else 0
     started = time.perf_counter()
     claim = lifecycle.images_claim(image_ids=image_ids, fill_to=fill_to)
@@ -86,9 +88,13 @@ def images_embed(
             timings["decode_cpu"] += batch.decode_cpu
             timings["forward"] += batch.forward
             timings["store"] += time.perf_counter() - stored_at
-        marked_at = time.perf_counter()
-        near_duplicates_mark(image_ids=result.ready)
-        timings["duplicates"] = time.perf_counter() - marked_at
+            if batch.vectors:
+                # Batch by batch, while the next batches decode: one nearest-neighbour query
+                # per image costs a GPU worker about as much as decoding it, and checked once
+                # per claim it would leave the decoder idle between claims.
+                marked_at = time.perf_counter()
+                near_duplicates_mark(image_ids=list(batch.vectors))
+                timings["duplicates"] += time.perf_counter() - marked_at
     except give_up_on:
         failures = dict.fromkeys(outstanding, give_up_reason)
         lifecycle.images_mark_failed(failures=failures)

@@ -5,13 +5,21 @@ may use, so a batch decodes on all of them at once. Batches form a pipeline: bat
 decodes while batch n goes through the network and while the caller stores its vectors
 (``embeddings_compute`` is a generator that yields each batch as soon as it is embedded).
 
+On a GPU (``EMBEDDING_DEVICE``) batches are larger (EMBEDDING_CUDA_BATCH_SIZE) and, with
+EMBEDDING_CUDA_DECODE, JPEGs are decoded there: the decode threads read the files and their
+headers, a JPEG the GPU takes goes to nvJPEG in the batch (``Encoder.prepare_jpegs``, on
+threads of its own, two batches ahead of the network), and everything else, or anything the
+GPU decoder refuses, goes through Pillow on the decode threads meanwhile, as on a CPU worker.
+
 Knows nothing of gallery images: a source is a key and a function that opens the file.
 The encoder (torch) is loaded on first use, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
+import io
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,10 +28,19 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
+from django.conf import settings
+from PIL import Image
 
 from imagerec.imaging import UndecodableImage, load_rgb
 
+from .jpeg import JpegHeader, device_decodable
+
 Source = tuple[int, Callable[[], BinaryIO]]  # (key, open the file for reading)
+MISSING = "The stored file is missing."
+# Batches being decoded ahead of the network on a GPU worker: the decoder never waits for the
+# network or for the caller's database writes, and the network never waits for the decoder
+# while one batch's worth is ready.
+DEVICE_LOOKAHEAD = 2
 
 
 @dataclass
@@ -39,10 +56,23 @@ class ComputedBatch:
     decode_cpu: float = 0.0
 
 
+def batch_size() -> int:
+    """Images per forward pass on this process's device (EMBEDDING_DEVICE)."""
+    from .encoder import embedding_device  # the worker's path only: torch stays out of web processes
+
+    return settings.EMBEDDING_CUDA_BATCH_SIZE if embedding_device().type == "cuda" else settings.EMBEDDING_BATCH_SIZE
+
+
 @functools.cache
 def _decode_threads(count: int, pid: int) -> ThreadPoolExecutor:
     """This process's decode threads (keyed by pid: a forked child makes its own)."""
     return ThreadPoolExecutor(max_workers=count, thread_name_prefix="decode")
+
+
+@functools.cache
+def _device_threads(count: int, pid: int) -> ThreadPoolExecutor:
+    """Threads that hand batches of JPEGs to the GPU decoder and prepare them there."""
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="device-decode")
 
 
 def _decode_one(source: Source, prepare: Callable) -> tuple[object, str | None, float]:
@@ -55,7 +85,7 @@ def _decode_one(source: Source, prepare: Callable) -> tuple[object, str | None, 
     except UndecodableImage as error:
         return None, str(error), time.thread_time() - started
     except FileNotFoundError:
-        return None, "The stored file is missing.", time.thread_time() - started
+        return None, MISSING, time.thread_time() - started
     return pixels, None, time.thread_time() - started
 
 
@@ -64,40 +94,192 @@ def _decode_start(sources: Sequence[Source], prepare: Callable, threads: int) ->
     return [pool.submit(_decode_one, source, prepare) for source in sources]
 
 
-def embeddings_compute(*, sources: Sequence[Source], batch_size: int) -> Iterator[ComputedBatch]:
+def embeddings_compute(
+    *,
+    sources: Sequence[Source],
+    batch_size: int,
+    decode_on_device: bool | None = None,
+    encoder=None,
+) -> Iterator[ComputedBatch]:
     """Decode and embed ``sources`` in batches of ``batch_size``, yielding each batch.
 
     A file that cannot be decoded fails alone; the rest of its batch goes on.
+    ``decode_on_device`` (default: on a GPU, EMBEDDING_CUDA_DECODE) decodes JPEGs with the
+    encoder's device, a CPU one too (which the tests use to check that path without a GPU).
     """
     from .encoder import get_encoder  # the worker's path only: torch stays out of web processes
 
     if not sources:
         return
-    encoder = get_encoder()
+    encoder = encoder or get_encoder()
+    if decode_on_device is None:
+        decode_on_device = encoder.on_gpu and settings.EMBEDDING_CUDA_DECODE
     batches = [sources[start : start + batch_size] for start in range(0, len(sources), batch_size)]
-    in_flight = _decode_start(batches[0], encoder.pixels, encoder.threads)
-    for index, batch in enumerate(batches):
-        result = ComputedBatch()
-        waited = time.perf_counter()
-        decoded = []
-        for (key, _), future in zip(batch, in_flight):
-            pixels, failure, cpu = future.result()
-            result.decode_cpu += cpu
-            if failure is None:
-                decoded.append((key, pixels))
-            else:
-                result.failures[key] = failure
-        decoded_at = time.perf_counter()
-        if index + 1 < len(batches):
-            # The next batch decodes while this one goes through the network and is stored.
-            # With torch's threads waiting passively, sharing the cores this way measured as
-            # fast as taking turns, and the database writes no longer leave them idle.
-            in_flight = _decode_start(batches[index + 1], encoder.pixels, encoder.threads)
-        vectors = encoder.embed_pixels([pixels for _, pixels in decoded])
-        result.vectors = {key: vector for (key, _), vector in zip(decoded, vectors)}
-        result.decode_wait = decoded_at - waited
-        result.forward = time.perf_counter() - decoded_at
-        yield result
+    if decode_on_device:
+        yield from _compute_decoding_on_device(encoder, batches)
+    else:
+        lookahead = DEVICE_LOOKAHEAD if encoder.on_gpu else 1
+        yield from _compute_decoding_with_pillow(encoder, batches, lookahead=lookahead)
+
+
+def _compute_decoding_with_pillow(
+    encoder, batches: list[Sequence[Source]], *, lookahead: int
+) -> Iterator[ComputedBatch]:
+    # Decoding ahead: on a CPU the next batch decodes while this one goes through the network
+    # and is stored. With torch's threads waiting passively, sharing the cores this way
+    # measured as fast as taking turns, and the database writes no longer leave them idle.
+    # A GPU worker decodes two batches ahead, so the threads never idle at a batch's end.
+    in_flight = collections.deque(
+        _decode_start(batch, encoder.pixels, encoder.threads) for batch in batches[:lookahead]
+    )
+    try:
+        for index, batch in enumerate(batches):
+            result = ComputedBatch()
+            waited = time.perf_counter()
+            decoded = []
+            for (key, _), future in zip(batch, in_flight.popleft()):
+                pixels, failure, cpu = future.result()
+                result.decode_cpu += cpu
+                if failure is None:
+                    decoded.append((key, pixels))
+                else:
+                    result.failures[key] = failure
+            decoded_at = time.perf_counter()
+            if index + lookahead < len(batches):
+                in_flight.append(_decode_start(batches[index + lookahead], encoder.pixels, encoder.threads))
+            vectors = encoder.embed_pixels([pixels for _, pixels in decoded])
+            result.vectors = {key: vector for (key, _), vector in zip(decoded, vectors)}
+            result.decode_wait = decoded_at - waited
+            result.forward = time.perf_counter() - decoded_at
+            yield result
+    finally:
+        _cancel(future for futures in in_flight for future in futures)
+
+
+# --- Decoding on the device -------------------------------------------------------------
+
+
+@dataclass
+class _Read:
+    """One file's bytes, and its header if the device may decode it (else Pillow will)."""
+
+    key: int
+    data: bytearray | None = None
+    header: JpegHeader | None = None
+    failure: str | None = None
+    cpu: float = 0.0
+
+
+@dataclass
+class _Prepared:
+    """A batch ready for the network: pixels made on the device and by Pillow, by key."""
+
+    device_pixels: object = None  # uint8 tensor, N x 3 x 224 x 224, on the encoder's device
+    device_keys: list[int] = field(default_factory=list)
+    host_pixels: list[np.ndarray] = field(default_factory=list)
+    host_keys: list[int] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)
+    cpu: float = 0.0
+
+
+def _read_one(source: Source) -> _Read:
+    """Read a file and its header; runs in a decode thread, so reads overlap everything else."""
+    started = time.thread_time()
+    key, open_file = source
+    read = _Read(key=key)
+    try:
+        with open_file() as handle:
+            read.data = bytearray(handle.read())
+    except FileNotFoundError:
+        read.failure = MISSING
+    else:
+        read.header = device_decodable(read.data, max_pixels=Image.MAX_IMAGE_PIXELS)
+    read.cpu = time.thread_time() - started
+    return read
+
+
+def _decode_bytes(read: _Read, prepare: Callable) -> tuple[object, str | None, float]:
+    """Pillow's path for a file already read: (pixels, failure reason, CPU seconds)."""
+    started = time.thread_time()
+    try:
+        pixels = prepare(load_rgb(io.BytesIO(read.data)))
+    except UndecodableImage as error:
+        return None, str(error), time.thread_time() - started
+    return pixels, None, time.thread_time() - started
+
+
+def _prepare_batch(encoder, reads: list[Future]) -> _Prepared:
+    """Runs on a device thread: the batch's JPEGs through the GPU decoder, the rest through Pillow."""
+    started = time.thread_time()
+    pool = _decode_threads(max(1, encoder.threads), os.getpid())
+    prepared = _Prepared()
+    on_device, with_pillow = [], []
+    for future in reads:
+        read = future.result()
+        prepared.cpu += read.cpu
+        if read.failure is not None:
+            prepared.failures[read.key] = read.failure
+        elif read.header is None:
+            with_pillow.append(read)
+        else:
+            on_device.append(read)
+    # Pillow's files decode on the CPU threads while the GPU decodes the JPEGs.
+    pillow = [(read.key, pool.submit(_decode_bytes, read, encoder.pixels)) for read in with_pillow]
+    if on_device:
+        pixels, refused = encoder.prepare_jpegs(
+            [read.data for read in on_device], [read.header.orientation for read in on_device]
+        )
+        refused = set(refused)
+        prepared.device_pixels = pixels
+        prepared.device_keys = [read.key for index, read in enumerate(on_device) if index not in refused]
+        for index in sorted(refused):
+            read = on_device[index]
+            pillow.append((read.key, pool.submit(_decode_bytes, read, encoder.pixels)))
+    for key, future in pillow:
+        pixels, failure, cpu = future.result()
+        prepared.cpu += cpu
+        if failure is None:
+            prepared.host_pixels.append(pixels)
+            prepared.host_keys.append(key)
+        else:
+            prepared.failures[key] = failure
+    prepared.cpu += time.thread_time() - started
+    return prepared
+
+
+def _compute_decoding_on_device(encoder, batches: list[Sequence[Source]]) -> Iterator[ComputedBatch]:
+    decode_pool = _decode_threads(max(1, encoder.threads), os.getpid())
+    device_pool = _device_threads(DEVICE_LOOKAHEAD, os.getpid())
+
+    def start(batch: Sequence[Source]) -> tuple[list[Future], Future]:
+        reads = [decode_pool.submit(_read_one, source) for source in batch]
+        return reads, device_pool.submit(_prepare_batch, encoder, reads)
+
+    in_flight = collections.deque(start(batch) for batch in batches[:DEVICE_LOOKAHEAD])
+    try:
+        for index in range(len(batches)):
+            waited = time.perf_counter()
+            prepared: _Prepared = in_flight.popleft()[1].result()
+            decoded_at = time.perf_counter()
+            if index + DEVICE_LOOKAHEAD < len(batches):
+                in_flight.append(start(batches[index + DEVICE_LOOKAHEAD]))
+            vectors = encoder.embed_prepared(prepared.device_pixels, prepared.host_pixels)
+            keys = prepared.device_keys + prepared.host_keys
+            yield ComputedBatch(
+                vectors=dict(zip(keys, vectors)),
+                failures=prepared.failures,
+                decode_wait=decoded_at - waited,
+                forward=time.perf_counter() - decoded_at,
+                decode_cpu=prepared.cpu,
+            )
+    finally:
+        _cancel(future for reads, prepare in in_flight for future in (prepare, *reads))
+
+
+def _cancel(futures) -> None:
+    """Drop work not yet started when the caller stops early (a time limit, an error)."""
+    for future in futures:
+        future.cancel()
 
 
 def embedding_of_picture(data: bytes) -> tuple[str, np.ndarray]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 
-from django.conf import settings
-
 from .checks import weights_problem
 from .weights import WeightsUnavailable
 
@@ -31,7 +29,9 @@ def refuse_to_start_without_weights(sender=None, **kwargs) -> None:
     from .encoder import get_encoder
 
     try:
-        get_encoder()
+        # On the CPU whatever EMBEDDING_DEVICE says: CUDA must first start in the pool
+        # processes this one forks, since it does not survive a fork.
+        get_encoder(device="cpu")
     except WeightsUnavailable as error:
         logger.critical("The worker cannot start: %s", error)
         raise SystemExit(1) from None
@@ -40,11 +40,15 @@ def refuse_to_start_without_weights(sender=None, **kwargs) -> None:
 def load_encoder(**kwargs) -> None:
     """worker_process_init: load the network in a new pool process and run it once at the sizes it will see."""
     from . import encoder
+    from .compute import batch_size
 
     # The pool processes split the CPUs: torch and decode threads are sized to one share.
     encoder.pool_processes = _pool_processes
     try:
-        encoder.get_encoder().warm_up(batch_sizes=(1, settings.EMBEDDING_BATCH_SIZE))
+        encoder.get_encoder().warm_up(batch_sizes=(1, batch_size()))
+    except WeightsUnavailable as error:
+        # Missing weights, or a GPU that is not there: each task leaves its images pending.
+        logger.critical("Pool process %d cannot embed: %s", os.getpid(), error)
     except Exception:
         # The first task reports the problem (missing weights, say) the same way again.
         logger.exception("Could not load the encoder in pool process %d", os.getpid())

@@ -60,6 +60,15 @@ EMBEDDING_CLAIM_BATCHES = env.int("EMBEDDING_CLAIM_BATCHES", default=4)
 # Threads torch (and the decode pool) may use in one worker process; 0 means "this
 # process's share of the CPUs it may run on" (affinity and container quota / pool size).
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
+# Where a worker runs the network: "auto" (a CUDA GPU when torch sees one, else the CPU),
+# "cpu", "cuda" or "cuda:N". On a GPU the network runs in half precision; the vectors and
+# their model identity are the CPU's (within similarity.encoder.DEVICE_COSINE_TOLERANCE).
+EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", default="auto")
+# Images per forward pass on a GPU (EMBEDDING_BATCH_SIZE is the CPU's): large batches keep it busy.
+EMBEDDING_CUDA_BATCH_SIZE = env.int("EMBEDDING_CUDA_BATCH_SIZE", default=256)
+# On a GPU, decode baseline and progressive JPEGs there (nvJPEG); other files always go
+# through Pillow on the CPU. Off: every file through Pillow, on all the worker's CPUs.
+EMBEDDING_CUDA_DECODE = env.bool("EMBEDDING_CUDA_DECODE", default=True)
 
 # Per-task time limits (seconds): a stuck batch is stopped; the soft limit lets the task
 # fail what it claimed first. Thumbnails and the sweeper have limits of their own.
