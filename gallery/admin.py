@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from similarity.serving import serving_identity
 from similarity.weights import WeightsUnavailable, model_identity
 
 from . import pipeline, selectors, services
@@ -198,7 +199,13 @@ class ImageAdmin(admin.ModelAdmin):
             identity, counts = f"unavailable: {error}", None
         else:
             counts = selectors.embedding_status_counts(identity=identity)
-        extra_context = {**(extra_context or {}), "embedding_counts": counts, "model_identity": identity}
+        extra_context = {
+            **(extra_context or {}),
+            "embedding_counts": counts,
+            "model_identity": identity,
+            # During an upgrade the pages keep serving the previous model until the switch.
+            "serving_identity": serving_identity(),
+        }
         return super().changelist_view(request, extra_context=extra_context)
 
     @admin.action(description="Add tags to the selected images")

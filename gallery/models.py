@@ -69,25 +69,26 @@ class ImageQuerySet(models.QuerySet):
     # One vector per image and model identity (a unique constraint), so a join adds no rows.
 
     def with_embedding(self, identity: str | None = None):
-        """Images with a vector from ``identity`` (default: the model configured now)."""
-        return self.filter(embeddings__model_identity=identity or _current_identity())
+        """Images with a vector from ``identity`` (default: the model workers embed with now)."""
+        return self.filter(embeddings__model_identity=identity or _configured_identity())
 
     def without_embedding(self, identity: str | None = None):
-        return self.exclude(embeddings__model_identity=identity or _current_identity())
+        return self.exclude(embeddings__model_identity=identity or _configured_identity())
 
-    def annotate_has_embedding(self, identity: str | None = None):
-        """``has_embedding`` on each image, in the same query."""
+    def annotate_has_embedding(self):
+        """``has_embedding``: a vector from the model the pages serve, read in the same query."""
         from similarity.models import Embedding
+        from similarity.serving import serving_identity_expression
 
-        vectors = Embedding.objects.filter(image=models.OuterRef("pk"), model_identity=identity or _current_identity())
+        vectors = Embedding.objects.filter(image=models.OuterRef("pk"), model_identity=serving_identity_expression())
         return self.annotate(has_embedding=models.Exists(vectors))
 
     def stale(self, identity: str | None = None):
-        """Ready, but embedded by another model than ``identity``: recompute to compare again."""
+        """Ready, but without a vector from ``identity`` (default: the configured model): to recompute."""
         return self.ready().without_embedding(identity)
 
 
-def _current_identity() -> str:
+def _configured_identity() -> str:
     from similarity.weights import model_identity
 
     return model_identity()

@@ -43,3 +43,18 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_identity} embedding of image {self.image_id}"
+
+
+class ServingModel(models.Model):
+    """Which model identity the pages compare: one row, switched in one UPDATE.
+
+    Without a row the pages serve the configured model (EMBEDDING_WEIGHTS). During an
+    upgrade the workers already embed with the next model while this still names the
+    current one, so the site keeps its neighbours until ``embedding_model_switch``.
+    """
+
+    identity = models.CharField(max_length=100, unique=True)
+    switched_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.identity

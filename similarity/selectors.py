@@ -11,7 +11,7 @@ from pgvector.django import CosineDistance
 
 from . import cache
 from .models import Embedding
-from .weights import model_identity
+from .serving import serving_identity_expression
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def similarity_from_distance(distance: float) -> float:
     return min(1.0, max(0.0, 1.0 - float(distance)))
 
 
-def neighbours_queryset(*, image_id: int, k: int, identity: str, tag=None, with_vectors: bool = False) -> QuerySet:
+def neighbours_queryset(*, image_id: int, k: int, identity=None, tag=None, with_vectors: bool = False) -> QuerySet:
     """The SQL behind ``images_similar_to``: embeddings nearest to the image's own, in one query.
 
     The image's vector is read by a subquery that PostgreSQL runs once, and the HNSW index
@@ -41,9 +41,11 @@ def neighbours_queryset(*, image_id: int, k: int, identity: str, tag=None, with_
     Within a tag the index scan goes on until k rows pass the filter (``hnsw.iterative_scan``,
     set per connection), or the planner reads the tag's rows and sorts them, whichever costs
     less. Each row has ``distance`` and its image joined; the benchmarks measure this queryset.
+    ``identity`` defaults to the serving model's, read inside the same statement.
     """
+    identity = serving_identity_expression() if identity is None else identity
     own_vector = Embedding.objects.filter(image_id=image_id, model_identity=identity).values("vector")[:1]
-    rows = Embedding.objects.for_model(identity).exclude(image_id=image_id)
+    rows = Embedding.objects.filter(model_identity=identity).exclude(image_id=image_id)
     if tag is not None:
         rows = rows.filter(image__tags=tag)
     rows = (
@@ -102,7 +104,6 @@ def images_similar_to(
     without a vector from the configured model has no neighbours yet: every distance is NULL
     then, and none is returned.
     """
-    identity = identity or model_identity()
     loaded = {}
 
     def compute() -> list[tuple[int, float]]:
@@ -111,11 +112,12 @@ def images_similar_to(
         return [(row.image_id, similarity_from_distance(row.distance)) for row in rows]
 
     mix = f"{settings.DIVERSITY_WEIGHT}x{settings.DIVERSITY_CANDIDATES}" if diverse else "plain"
-    key = f"{identity}:{image.pk}:{k}:{tag.pk if tag is not None else ''}:{mix}"
+    # Switching the serving model bumps the cache's generation, so "serving" is a safe key.
+    key = f"{identity or 'serving'}:{image.pk}:{k}:{tag.pk if tag is not None else ''}:{mix}"
     ranked = cache.cached(key, compute)
     missing = [image_id for image_id, _ in ranked if image_id not in loaded]
     if missing:
-        rows = Embedding.objects.filter(image_id__in=missing, model_identity=identity)
+        rows = Embedding.objects.filter(image_id__in=missing).distinct("image_id").order_by("image_id")
         loaded.update((row.image_id, row.image) for row in rows.select_related("image").defer("vector"))
     # An image deleted since the list was cached drops out (its deletion also invalidates the list).
     return [SimilarImage(image=loaded[image_id], similarity=score) for image_id, score in ranked if image_id in loaded]

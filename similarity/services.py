@@ -7,13 +7,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from .cache import neighbours_cache_invalidate
-from .models import Embedding
+from .models import Embedding, ServingModel
 
 
 def embeddings_store(*, vectors_by_image: dict[int, np.ndarray], identity: str) -> None:
     """Store one vector per image for ``identity``; safe to repeat (a redelivered task).
 
-    Older models' vectors of the same images go: they are stale once the current one exists.
+    Other models' vectors of the same images stay: the site may still serve one of them
+    (an upgrade in progress); ``similarity.serving.embeddings_drop`` removes them afterwards.
     Call inside the transaction that marks the images ready.
     """
     now = timezone.now()
@@ -27,6 +28,9 @@ def embeddings_store(*, vectors_by_image: dict[int, np.ndarray], identity: str) 
             unique_fields=["image", "model_identity"],
             update_fields=["vector", "created_at"],
         )
-        Embedding.objects.filter(image_id__in=vectors_by_image).exclude(model_identity=identity).delete()
+        if not ServingModel.objects.exists():
+            # The first vectors pin the model the site serves, so changing EMBEDDING_WEIGHTS
+            # later starts an upgrade instead of taking every image's neighbours away.
+            ServingModel.objects.bulk_create([ServingModel(identity=identity)], ignore_conflicts=True)
         # A new vector can be any image's nearest neighbour.
         neighbours_cache_invalidate()
