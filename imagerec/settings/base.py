@@ -163,6 +163,8 @@ MIDDLEWARE = [
     # A rate limit's refusal becomes RATELIMIT_VIEW's 429 page.
     "django_ratelimit.middleware.RatelimitMiddleware",
 ]
+# Marks the requests whose reads may go to a read replica (imagerec/db_router.py).
+MIDDLEWARE.append("imagerec.db_router.ReplicaReadsMiddleware")
 
 ROOT_URLCONF = "imagerec.urls"
 WSGI_APPLICATION = "imagerec.wsgi.application"
@@ -207,6 +209,15 @@ def database_from_url(url: str) -> dict:
 # Without DATABASE_URL there is no database: local and test settings say how to start one,
 # production refuses to start.
 DATABASES = {"default": database_from_url(DATABASE_URL)} if DATABASE_URL else {}
+
+# Read replicas (optional, comma-separated URLs): visitors' page and API reads go to one of
+# them, every write and everything else to DATABASE_URL (imagerec/db_router.py).
+DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+if DATABASES and DATABASE_REPLICA_URLS:
+    for _index, _url in enumerate(DATABASE_REPLICA_URLS):
+        # MIRROR: tests read the primary's test database through it instead of creating one.
+        DATABASES[f"replica_{_index}"] = {**database_from_url(_url), "TEST": {"MIRROR": "default"}}
+DATABASE_ROUTERS = ["imagerec.db_router.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
