@@ -7,11 +7,12 @@ class GalleryConfig(AppConfig):
 
     def ready(self):
         from django.conf import settings
+        from django.core.signals import setting_changed
         from django.db.models.signals import m2m_changed, post_delete
 
         from imagerec.imaging import configure_pillow
 
-        from . import signals
+        from . import signals, storage
         from .models import Image, Rendition
 
         # Once per process; every decode also checks the limit itself (imagerec.imaging).
@@ -19,3 +20,4 @@ class GalleryConfig(AppConfig):
         post_delete.connect(signals.image_file_delete, sender=Image, dispatch_uid="gallery_image_delete_file")
         post_delete.connect(signals.rendition_file_delete, sender=Rendition, dispatch_uid="gallery_rendition_delete_file")
         m2m_changed.connect(signals.image_tags_changed, sender=Image.tags.through, dispatch_uid="gallery_image_tags")
+        setting_changed.connect(storage.renditions_storage_reset, dispatch_uid="gallery_renditions_storage_reset")

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .storage import renditions_storage
+
 # Widths of the derived pictures, the only files the public ever receives (re-encoded as
 # JPEG, camera metadata left behind). A gallery card is about 300 CSS pixels wide: 320 for
 # ordinary screens, 640 for dense ones; an image's own page shows up to 640 CSS pixels:
@@ -198,7 +200,8 @@ class Rendition(models.Model):
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="renditions")
     spec = models.PositiveSmallIntegerField(help_text="The width asked for, in pixels.")
-    file = models.FileField(upload_to=rendition_upload_to, max_length=255)
+    # The public storage: pages link here. Originals stay in the private default storage.
+    file = models.FileField(upload_to=rendition_upload_to, storage=renditions_storage, max_length=255)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
 

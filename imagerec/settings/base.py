@@ -10,6 +10,7 @@ URLs over through the environment or the checkout's ``.env`` file.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -30,6 +31,24 @@ DATABASE_URL = env("DATABASE_URL", default="")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Where uploaded originals and their renditions are kept: "filesystem" (MEDIA_ROOT) or "s3",
+# any S3-compatible object store (AWS S3, MinIO, Cloudflare R2, Backblaze B2...) through
+# django-storages. Credentials are boto3's own: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+# in the environment, or the host's role; they never pass through settings.
+MEDIA_STORAGE = env("MEDIA_STORAGE", default="filesystem")
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
+# Empty: AWS itself. Another provider: its endpoint, e.g. https://<account>.r2.cloudflarestorage.com.
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="") or None
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="") or None
+# Renditions may live in a bucket of their own (public as a whole, where the provider has no
+# per-object ACLs, as on R2); empty: the originals' bucket, under renditions/.
+AWS_RENDITIONS_BUCKET_NAME = env("AWS_RENDITIONS_BUCKET_NAME", default="")
+# The ACL each rendition is written with; empty: none, when a bucket policy or a public
+# bucket makes renditions/ readable instead (AWS buckets with ACLs disabled, R2, B2).
+AWS_RENDITIONS_ACL = env("AWS_RENDITIONS_ACL", default="public-read")
+# Host (and path) that serves the renditions publicly, e.g. a CDN: cdn.example.com. Empty:
+# the bucket's own URL. Originals never get a public address, whatever this says.
+RENDITIONS_CUSTOM_DOMAIN = env("RENDITIONS_CUSTOM_DOMAIN", default="")
 # Password for the admin account `make run` creates; empty: generate one and keep it in
 # the data dir, so every run prints the same login.
 ADMIN_PASSWORD = env("ADMIN_PASSWORD", default="")
@@ -144,6 +163,8 @@ MIDDLEWARE = [
     # A rate limit's refusal becomes RATELIMIT_VIEW's 429 page.
     "django_ratelimit.middleware.RatelimitMiddleware",
 ]
+# Marks the requests whose reads may go to a read replica (imagerec/db_router.py).
+MIDDLEWARE.append("imagerec.db_router.ReplicaReadsMiddleware")
 
 ROOT_URLCONF = "imagerec.urls"
 WSGI_APPLICATION = "imagerec.wsgi.application"
@@ -189,6 +210,15 @@ def database_from_url(url: str) -> dict:
 # production refuses to start.
 DATABASES = {"default": database_from_url(DATABASE_URL)} if DATABASE_URL else {}
 
+# Read replicas (optional, comma-separated URLs): visitors' page and API reads go to one of
+# them, every write and everything else to DATABASE_URL (imagerec/db_router.py).
+DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+if DATABASES and DATABASE_REPLICA_URLS:
+    for _index, _url in enumerate(DATABASE_REPLICA_URLS):
+        # MIRROR: tests read the primary's test database through it instead of creating one.
+        DATABASES[f"replica_{_index}"] = {**database_from_url(_url), "TEST": {"MIRROR": "default"}}
+DATABASE_ROUTERS = ["imagerec.db_router.ReplicaRouter"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -206,7 +236,7 @@ USE_TZ = True
 # Serve the renditions (thumbnails, display pictures) from Django itself: local runs, and a
 # small deployment without a front web server or object storage. Originals are never
 # served to the public, whatever this says: they keep the camera's metadata.
-SERVE_RENDITIONS = env.bool("SERVE_RENDITIONS", default=DEBUG)
+SERVE_RENDITIONS = env.bool("SERVE_RENDITIONS", default=DEBUG and MEDIA_STORAGE == "filesystem")
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -218,6 +248,76 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = DEBUG
+
+
+def media_storages(
+    kind: str,
+    *,
+    bucket: str = "",
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    renditions_bucket: str = "",
+    renditions_acl: str = "public-read",
+    renditions_domain: str = "",
+) -> dict:
+    """STORAGES' "default" (originals) and "renditions" entries for a kind of media storage.
+
+    Two storages, so the privacy rule holds in either: originals keep the camera's metadata
+    and are never public; renditions are what pages link to.
+    """
+    if kind == "filesystem":
+        # Both under MEDIA_ROOT (renditions' names start with renditions/); only that folder
+        # is ever served (SERVE_RENDITIONS, or the front web server).
+        return {
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "renditions": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        }
+    if kind != "s3":
+        raise ImproperlyConfigured(f'MEDIA_STORAGE must be "filesystem" or "s3", not {kind!r}.')
+    if not bucket:
+        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME.")
+    # https://django-storages.readthedocs.io/en/latest/backends/amazon-S3.html
+    common = {"endpoint_url": endpoint_url, "region_name": region, "file_overwrite": False}
+    return {
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                **common,
+                "bucket_name": bucket,
+                # Explicit, not the bucket's default: an original must never be readable anonymously.
+                "default_acl": "private",
+                # Any URL made for an original is signed and short-lived (staff download through
+                # the admin, which streams the file anyway).
+                "querystring_auth": True,
+                "querystring_expire": 300,
+            },
+        },
+        "renditions": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                **common,
+                "bucket_name": renditions_bucket or bucket,
+                "default_acl": renditions_acl or None,
+                # Plain, cacheable URLs: renditions are public and their names never reused.
+                "querystring_auth": False,
+                "custom_domain": renditions_domain or None,
+                "object_parameters": {"CacheControl": "public, max-age=31536000, immutable"},
+            },
+        },
+    }
+
+
+STORAGES.update(
+    media_storages(
+        MEDIA_STORAGE,
+        bucket=AWS_STORAGE_BUCKET_NAME,
+        endpoint_url=AWS_S3_ENDPOINT_URL,
+        region=AWS_S3_REGION_NAME,
+        renditions_bucket=AWS_RENDITIONS_BUCKET_NAME,
+        renditions_acl=AWS_RENDITIONS_ACL,
+        renditions_domain=RENDITIONS_CUSTOM_DOMAIN,
+    )
+)
 
 # An admin may send many photos at once; Django's default caps are for ordinary forms.
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
