@@ -114,4 +114,6 @@ def _release(image_ids: set[int], *, count_attempt: bool) -> None:
         lifecycle.images_release(image_ids=image_ids, count_attempt=count_attempt)
     except (OperationalError, InterfaceError):
         # The database is away: the sweeper frees them once it is back.
-        logger.warning("Could not release %d claimed image(s); the sweeper will", len(image_ids))
+        logger.warning(
+            "Could not release %d claimed image(s); the sweeper will", len(image_ids), extra={"image_ids": sorted(image_ids)}
+        )

@@ -27,3 +27,32 @@ accesslog = "-"
 # Client, request line, status, bytes, duration in milliseconds, the site's request id,
 # referrer, user agent.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
+
+# LOG_FORMAT=json (as for the site's own lines, imagerec/settings/base.py): gunicorn's lines
+# are JSON objects too, the access log's with the request id as a field.
+if os.environ.get("LOG_FORMAT") == "json":
+    logconfig_dict = {
+        "formatters": {
+            "generic": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            },
+        },
+        "filters": {"access": {"()": "imagerec.observability.logs.AccessLogFilter"}},
+        # Not propagated: the site's root handler would print each line a second time.
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access_console"], "propagate": False},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},
+            "access_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "generic",
+                "filters": ["access"],
+                "stream": "ext://sys.stdout",
+            },
+        },
+    }
