@@ -85,10 +85,17 @@ NEAR_DUPLICATE_THRESHOLD = env.float("NEAR_DUPLICATE_THRESHOLD", default=0.97)
 # 160 keeps recall@10 above 0.96 at a million images for about 3 ms (docs/benchmarks.md).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=160)
 
-# Observability: logs, /readyz and /metrics.
+# Observability: logs and /readyz.
 # "plain" for people, "json" for log collectors (one JSON object per line).
 LOG_FORMAT = env("LOG_FORMAT", default="plain")
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+# Each worker's main process beats this often; /readyz wants one younger than the max age.
+WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=10.0)
+WORKER_HEARTBEAT_MAX_AGE = env.float("WORKER_HEARTBEAT_MAX_AGE", default=60.0)
+# /readyz fails when more images than this wait for an embedding (pending or processing).
+READYZ_BACKLOG_MAX = env.int("READYZ_BACKLOG_MAX", default=5000)
+# Redis keys (on the broker) of worker heartbeats.
+WORKER_STATE_KEY_PREFIX = "imagerec"
 
 # --- Django -----------------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -36,6 +36,7 @@ for _database in DATABASES.values():
 TEST_SESSION_DIR = TEST_DATA_DIR / "sessions" / TEST_SESSION
 MEDIA_ROOT = TEST_SESSION_DIR / "media"
 CELERY_TASK_DEFAULT_QUEUE = f"embeddings-test-{TEST_SESSION}"
+WORKER_STATE_KEY_PREFIX = f"imagerec-test-{TEST_SESSION}"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Static files come from the apps' folders (WhiteNoise's finders); collecting them into
 # STATIC_ROOT is for production.
