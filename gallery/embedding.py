@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
+from imagerec.observability.metrics import embedding_recorded
 from similarity.compute import embeddings_compute
 from similarity.services import embeddings_store
 from similarity.weights import WeightsUnavailable, model_identity
@@ -94,6 +95,7 @@ def images_embed(
         lifecycle.images_mark_failed(failures=failures)
         result.failed.update(failures)
         logger.error("Gave up on %d image(s): %s", len(failures), give_up_reason, extra={"image_ids": sorted(failures)})
+        embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
         return result
     except BaseException as error:
         _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT))
@@ -104,6 +106,7 @@ def images_embed(
         len(result.failed),
         extra={"image_ids": result.ready, "failed": result.failed, "timings": timings},
     )
+    embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
     return result
 
 

@@ -28,6 +28,18 @@ accesslog = "-"
 # referrer, user agent.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
 
+# Prometheus counts of every worker process in one scrape (prometheus-client's multiprocess
+# mode): the master prepares the folder before forking and removes it at exit.
+from imagerec.observability.multiprocess import (  # noqa: E402
+    metrics_folder_clean,
+    metrics_folder_prepare,
+    worker_exited,
+)
+
+on_starting = metrics_folder_prepare
+child_exit = worker_exited
+on_exit = metrics_folder_clean
+
 # LOG_FORMAT=json (as for the site's own lines, imagerec/settings/base.py): gunicorn's lines
 # are JSON objects too, the access log's with the request id as a field.
 if os.environ.get("LOG_FORMAT") == "json":

@@ -4,7 +4,7 @@ from django.apps import AppConfig
 class ObservabilityConfig(AppConfig):
     name = "imagerec.observability"
     label = "observability"
-    verbose_name = "Health and logs"
+    verbose_name = "Health, metrics and logs"
 
     def ready(self):
         from celery import signals as celery_signals

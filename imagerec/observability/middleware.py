@@ -1,9 +1,13 @@
-"""Web middleware: a request id for every request."""
+"""Web middleware: a request id for every request, and its count and latency for /metrics."""
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 import uuid
+
+from prometheus_client import Histogram
 
 from . import context
 
@@ -40,3 +44,39 @@ class RequestIdMiddleware:
         response[HEADER] = request.request_id
         return response
 
+
+# Page and JSON views answer in milliseconds; an upload of many photos can take a minute.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@functools.cache
+def request_seconds() -> Histogram:
+    """Made when the first middleware instance is, not at import (in gunicorn's multiprocess
+    mode a metric writes a file as soon as it exists)."""
+    return Histogram(
+        "imagerec_http_request_duration_seconds",
+        "Time to answer a request, by view (URL name), method and status; _count counts them.",
+        ["view", "method", "status"],
+        buckets=LATENCY_BUCKETS,
+    )
+
+
+class RequestMetricsMiddleware:
+    """One observation per request, whatever it ended in (an exception arrives here as its
+    500 response). Labels stay few: the URL's name, never its path."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.histogram = request_seconds()
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = (match.view_name if match else None) or "<unmatched>"
+        method = request.method if request.method in METHODS else "other"
+        self.histogram.labels(view=view, method=method, status=str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response

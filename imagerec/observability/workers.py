@@ -1,16 +1,19 @@
-"""What workers tell the web processes through Redis: that they are alive.
+"""What workers tell the web processes through Redis: that they are alive, and their metrics.
 
 Workers may run on other hosts than the web, so a shared folder cannot carry this; the
 broker is the one service every worker and every web process already reaches. Keys, under
 ``WORKER_STATE_KEY_PREFIX``:
 
     <prefix>:heartbeats            sorted set: worker name -> Redis's clock at its last beat
+    <prefix>:metrics:<worker>      hash: pool process id -> JSON snapshot of its metrics
 
-Ages are measured on Redis's clock, so hosts whose clocks disagree still agree on them.
+Ages are measured on Redis's clock, so hosts whose clocks disagree still agree on them. A
+worker's metrics stay while it beats and for ``STATE_TTL`` after, then vanish with it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -20,7 +23,7 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# Seconds a stopped worker's heartbeat is kept.
+# Seconds a stopped worker's heartbeat and metrics are kept (its series then disappear).
 STATE_TTL = 3600
 # Redis calls from a readiness check or a heartbeat give up quickly when the broker is away.
 SOCKET_TIMEOUT = 2.0
@@ -62,6 +65,8 @@ def heartbeat_send(*, worker: str) -> None:
         pipe.zadd(_key("heartbeats"), {worker: now})
         pipe.zremrangebyscore(_key("heartbeats"), "-inf", now - STATE_TTL)
         pipe.expire(_key("heartbeats"), STATE_TTL)
+        # The worker's metrics live as long as it does, even when its pool processes are idle.
+        pipe.expire(_key("metrics", worker), STATE_TTL)
         pipe.execute()
 
 
@@ -115,3 +120,30 @@ class Heartbeat(threading.Thread):
         except (redis.RedisError, OSError):
             pass  # it ages out instead
 
+
+# --- Metric snapshots ---------------------------------------------------------------------
+
+
+def metrics_snapshot_store(*, worker: str, snapshot: list[dict]) -> None:
+    """Replace this process's snapshot; the sum over a worker's processes is what it did."""
+    client = redis_client()
+    with client.pipeline() as pipe:
+        pipe.hset(_key("metrics", worker), str(os.getpid()), json.dumps(snapshot))
+        pipe.expire(_key("metrics", worker), STATE_TTL)
+        pipe.execute()
+
+
+def metrics_snapshots() -> dict[str, list[list[dict]]]:
+    """Every worker's snapshots, one per pool process that has finished a task."""
+    client = redis_client()
+    prefix = _key("metrics", "")
+    keys = sorted(client.scan_iter(match=prefix + "*", count=1000))
+    with client.pipeline() as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        hashes = pipe.execute()
+    snapshots = {}
+    for key, by_process in zip(keys, hashes):
+        worker = key.decode().removeprefix(prefix)
+        snapshots[worker] = [json.loads(value) for value in by_process.values()]
+    return snapshots

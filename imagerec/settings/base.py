@@ -85,7 +85,7 @@ NEAR_DUPLICATE_THRESHOLD = env.float("NEAR_DUPLICATE_THRESHOLD", default=0.97)
 # 160 keeps recall@10 above 0.96 at a million images for about 3 ms (docs/benchmarks.md).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=160)
 
-# Observability: logs and /readyz.
+# Observability: logs, /readyz and /metrics.
 # "plain" for people, "json" for log collectors (one JSON object per line).
 LOG_FORMAT = env("LOG_FORMAT", default="plain")
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
@@ -94,7 +94,11 @@ WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=10.0)
 WORKER_HEARTBEAT_MAX_AGE = env.float("WORKER_HEARTBEAT_MAX_AGE", default=60.0)
 # /readyz fails when more images than this wait for an embedding (pending or processing).
 READYZ_BACKLOG_MAX = env.int("READYZ_BACKLOG_MAX", default=5000)
-# Redis keys (on the broker) of worker heartbeats.
+# When set, /metrics answers only to "Authorization: Bearer <token>".
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# prometheus-client's multiprocess folder; imagerec/gunicorn.py sets it for its workers.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+# Redis keys (on the broker) of worker heartbeats and metric snapshots.
 WORKER_STATE_KEY_PREFIX = "imagerec"
 
 # --- Django -----------------------------------------------------------------------------
@@ -122,9 +126,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# Request ids first, so every other middleware's log lines carry one.
+# Request ids first, so every other middleware's log lines carry one; then the request
+# metrics, so their latency includes all the other middleware.
 MIDDLEWARE = [
     "imagerec.observability.middleware.RequestIdMiddleware",
+    "imagerec.observability.middleware.RequestMetricsMiddleware",
     *MIDDLEWARE,
 ]
 

@@ -1,4 +1,4 @@
-"""The site under gunicorn as the Procfile runs it: several worker processes.
+"""The site under gunicorn as the Procfile runs it: several worker processes, one /metrics.
 
 Real `gunicorn --config python:imagerec.gunicorn` processes on a Unix socket, against the
 test database and broker.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PROJECT_DIR, database_url, wait_for
 
@@ -49,7 +50,7 @@ class Gunicorn:
         if self.process.poll() is not None:
             raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
         try:
-            return self.get("/")[0] == 200
+            return self.get("/healthz")[0] == 200
         except OSError:
             return False
 
@@ -61,6 +62,27 @@ class Gunicorn:
             return response.status, dict(response.getheaders()), response.read()
         finally:
             connection.close()
+
+    def get_from_both_processes(self, path: str) -> list[bytes]:
+        """GET twice, answered by two different worker processes.
+
+        A sync worker busy reading a request that has not finished arriving cannot accept
+        another connection: the second request must go to the other process.
+        """
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        held.settimeout(30)
+        held.connect(self.socket_path)
+        try:
+            held.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n".encode())
+            status, _, other = self.get(path)
+            assert status == 200
+            held.sendall(b"Connection: close\r\n\r\n")
+            response = http.client.HTTPResponse(held)
+            response.begin()
+            assert response.status == 200
+            return [response.read(), other]
+        finally:
+            held.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -82,7 +104,8 @@ def start_gunicorn(transactional_db, tmp_path):
 
     def start(**extra_env) -> Gunicorn:
         env = {
-            **os.environ,
+            # The server makes or empties its own folder; the variable is set only by the test.
+            **{key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"},
             "DJANGO_SETTINGS_MODULE": "imagerec.settings.test",
             "DATABASE_URL": database_url(connection.settings_dict),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
@@ -99,6 +122,50 @@ def start_gunicorn(transactional_db, tmp_path):
     for server in servers:
         server.stop()
     shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def healthz_requests(body: bytes) -> float:
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "imagerec_http_request_duration_seconds_count" and sample.labels["view"] == "healthz":
+                return sample.value
+    return 0.0
+
+
+def test_each_scrape_counts_every_worker_process_and_a_restart_starts_from_zero(start_gunicorn, tmp_path):
+    metrics_dir = tmp_path / "prometheus"
+    server = start_gunicorn(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    baseline = healthz_requests(server.get("/metrics")[2])  # the start-up check's requests
+
+    server.get_from_both_processes("/healthz")
+
+    # Whichever process answers the scrape, it reports both processes' requests.
+    scrapes = server.get_from_both_processes("/metrics")
+    assert [healthz_requests(body) for body in scrapes] == [baseline + 2, baseline + 2]
+
+    # A crash leaves the counts behind; the next start must not add them to its own.
+    server.stop(signal.SIGKILL)
+    assert list(metrics_dir.glob("*.db"))
+    server = start_gunicorn(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    restarted = healthz_requests(server.get("/metrics")[2])
+    assert restarted < baseline + 2
+    server.get("/healthz")
+    assert healthz_requests(server.get("/metrics")[2]) == restarted + 1
+
+
+def test_without_a_folder_given_the_server_makes_one_and_removes_it_at_exit(start_gunicorn, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    server = start_gunicorn(TMPDIR=str(temporary))
+
+    made = list(temporary.glob("imagerec-metrics-*"))
+    assert len(made) == 1
+    assert list(made[0].glob("*.db"))
+    scrapes = server.get_from_both_processes("/metrics")
+    assert healthz_requests(scrapes[0]) == healthz_requests(scrapes[1]) >= 1
+
+    server.stop()
+    assert list(temporary.iterdir()) == []
 
 
 def test_json_logs_carry_the_request_id_that_the_response_returns(start_gunicorn):

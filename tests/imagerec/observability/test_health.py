@@ -132,5 +132,5 @@ def test_a_backlog_over_the_limit_is_named(client, image_factory, settings):
 
 @pytest.mark.django_db
 def test_probes_refuse_other_methods_without_an_error(client):
-    for path in ("/healthz", "/readyz"):
+    for path in ("/healthz", "/readyz", "/metrics"):
         assert client.post(path).status_code == 405
