@@ -74,8 +74,9 @@ def test_a_real_workers_embeddings_and_tasks_show_up_in_the_web_metrics(client, 
     )
     assert 1 <= tasks <= 3
     assert value(samples, "imagerec_images_embedding_failed_total", worker=worker.hostname) == 0
+    # A task whose images another task had already claimed runs no forward pass.
     forward = value(samples, "imagerec_embedding_step_seconds_count", step="forward", worker=worker.hostname)
-    assert forward == tasks
+    assert 1 <= forward <= tasks
     assert value(samples, "imagerec_images", status="ready") == 3
     age = samples[("imagerec_worker_heartbeat_age_seconds", frozenset({("worker", worker.hostname)}))]
     assert 0 <= age <= settings.WORKER_HEARTBEAT_MAX_AGE
