@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
+from imagerec.observability.metrics import embedding_recorded
 from similarity.compute import batch_size as device_batch_size
 from similarity.compute import embeddings_compute
 from similarity.services import embeddings_store
@@ -100,6 +101,7 @@ def images_embed(
         lifecycle.images_mark_failed(failures=failures)
         result.failed.update(failures)
         logger.error("Gave up on %d image(s): %s", len(failures), give_up_reason, extra={"image_ids": sorted(failures)})
+        embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
         return result
     except BaseException as error:
         _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT))
@@ -110,6 +112,7 @@ def images_embed(
         len(result.failed),
         extra={"image_ids": result.ready, "failed": result.failed, "timings": timings},
     )
+    embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
     return result
 
 
@@ -120,4 +123,6 @@ def _release(image_ids: set[int], *, count_attempt: bool) -> None:
         lifecycle.images_release(image_ids=image_ids, count_attempt=count_attempt)
     except (OperationalError, InterfaceError):
         # The database is away: the sweeper frees them once it is back.
-        logger.warning("Could not release %d claimed image(s); the sweeper will", len(image_ids))
+        logger.warning(
+            "Could not release %d claimed image(s); the sweeper will", len(image_ids), extra={"image_ids": sorted(image_ids)}
+        )

@@ -54,7 +54,10 @@ def images_follow_up_publish(*, image_ids: Iterable[int], embeddings: bool = Tru
                 app.send_task(RENDITIONS_TASK, args=[chunk], **WORKERS_OWN_LIMITS)
     except Exception:
         logger.warning(
-            "Broker unavailable: follow-up work for %d image(s) waits for the sweeper", len(image_ids), exc_info=True
+            "Broker unavailable: follow-up work for %d image(s) waits for the sweeper",
+            len(image_ids),
+            exc_info=True,
+            extra={"image_ids": image_ids},
         )
         return False
     return True
@@ -97,4 +100,11 @@ def images_sweep() -> dict[str, int]:
     )
     if renditions:
         images_follow_up_publish(image_ids=renditions, embeddings=False)
+    if embeddings or renditions:
+        logger.info(
+            "Sweeper queued embeddings for %d and renditions for %d image(s)",
+            len(embeddings),
+            len(renditions),
+            extra={"image_ids": sorted(set(embeddings) | set(renditions))},
+        )
     return {"embeddings": len(embeddings), "renditions": len(renditions)}

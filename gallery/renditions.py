@@ -70,5 +70,5 @@ def renditions_create_for(*, image_ids: Iterable[int]) -> dict[str, int]:
             counts["created"] += len(renditions_create(image=image))
         except UndecodableImage as error:
             counts["failed"] += 1
-            logger.warning("No renditions for image %s: %s", image.pk, error)
+            logger.warning("No renditions for image %s: %s", image.pk, error, extra={"image_ids": [image.pk]})
     return counts

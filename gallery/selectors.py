@@ -33,11 +33,17 @@ def image_get_by_original_name(*, original_name: str) -> Image:
     return image
 
 
-def embedding_status_counts(*, identity: str | None = None) -> dict[str, int]:
-    """How many images are pending, processing, ready, failed, and stale (admin summary)."""
+def images_count_by_status() -> dict[str, int]:
+    """How many images are pending, processing, ready and failed, in one query."""
     counts = dict.fromkeys(Image.Status.values, 0)
     for row in Image.objects.order_by().values("embedding_status").annotate(total=Count("pk")):
         counts[row["embedding_status"]] = row["total"]
+    return counts
+
+
+def embedding_status_counts(*, identity: str | None = None) -> dict[str, int]:
+    """How many images are pending, processing, ready, failed, and stale (admin summary)."""
+    counts = images_count_by_status()
     counts["stale"] = Image.objects.stale(identity).count()
     return counts
 

@@ -67,7 +67,4 @@ def renditions_create(image_ids: list[int]) -> dict:
 @shared_task(name=pipeline.SWEEP_TASK, soft_time_limit=60, time_limit=90, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
 def images_sweep() -> dict:
     """Send again the work a lost message, a broker outage or a dead worker left undone."""
-    swept = pipeline.images_sweep()
-    if any(swept.values()):
-        logger.info("Sweeper queued embeddings for %(embeddings)d and renditions for %(renditions)d image(s)", swept)
-    return swept
+    return pipeline.images_sweep()

@@ -35,3 +35,44 @@ accesslog = "-"
 access_log_format = (
     '%({x-forwarded-for}i)s %(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
 )
+
+# Prometheus counts of every worker process in one scrape (prometheus-client's multiprocess
+# mode): the master prepares the folder before forking and removes it at exit.
+from imagerec.observability.multiprocess import (  # noqa: E402
+    metrics_folder_clean,
+    metrics_folder_prepare,
+    worker_exited,
+)
+
+on_starting = metrics_folder_prepare
+child_exit = worker_exited
+on_exit = metrics_folder_clean
+
+# LOG_FORMAT=json (as for the site's own lines, imagerec/settings/base.py): gunicorn's lines
+# are JSON objects too, the access log's with the request id as a field.
+if os.environ.get("LOG_FORMAT") == "json":
+    logconfig_dict = {
+        "formatters": {
+            "generic": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            },
+        },
+        "filters": {"access": {"()": "imagerec.observability.logs.AccessLogFilter"}},
+        # Not propagated: the site's root handler would print each line a second time.
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access_console"], "propagate": False},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stdout"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},
+            "access_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "generic",
+                "filters": ["access"],
+                "stream": "ext://sys.stdout",
+            },
+        },
+    }

@@ -8,6 +8,7 @@ from django.views.static import serve
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("imagerec.observability.urls")),
     path("", include("gallery.urls")),
 ]
 

@@ -82,19 +82,29 @@ class WorkerProcess:
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()  # a worker that never became ready must not outlive the test
+                raise
         return self
 
     def wait_ready(self, timeout: float = 90) -> None:
         """Until the worker answers Celery's own ping: its consumer and pool are up."""
         from imagerec.celery import app
 
+        # After a broker restart the first ping finds this process's pooled connection dead
+        # (and drops it); the next one connects afresh.
+        connection_errors = app.connection_for_write().connection_errors
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"The worker exited early:\n{self.log()}")
-            if app.control.ping(destination=[self.hostname], timeout=0.5):
-                return
+            try:
+                if app.control.ping(destination=[self.hostname], timeout=0.5):
+                    return
+            except connection_errors:
+                time.sleep(0.2)
         raise RuntimeError(f"The worker did not become ready:\n{self.log()}")
 
     def log(self) -> str:

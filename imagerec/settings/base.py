@@ -136,6 +136,22 @@ SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 # 160 keeps recall@10 above 0.96 at a million images for about 3 ms (docs/benchmarks.md).
 HNSW_EF_SEARCH = env.int("HNSW_EF_SEARCH", default=160)
 
+# Observability: logs, /readyz and /metrics.
+# "plain" for people, "json" for log collectors (one JSON object per line).
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+# Each worker's main process beats this often; /readyz wants one younger than the max age.
+WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=10.0)
+WORKER_HEARTBEAT_MAX_AGE = env.float("WORKER_HEARTBEAT_MAX_AGE", default=60.0)
+# /readyz fails when more images than this wait for an embedding (pending or processing).
+READYZ_BACKLOG_MAX = env.int("READYZ_BACKLOG_MAX", default=5000)
+# When set, /metrics answers only to "Authorization: Bearer <token>".
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# prometheus-client's multiprocess folder; imagerec/gunicorn.py sets it for its workers.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+# Redis keys (on the broker) of worker heartbeats and metric snapshots.
+WORKER_STATE_KEY_PREFIX = "imagerec"
+
 # --- Django -----------------------------------------------------------------------------
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -147,6 +163,7 @@ INSTALLED_APPS = [
     "django_ratelimit",
     "gallery",
     "similarity",
+    "imagerec.observability",
 ]
 
 MIDDLEWARE = [
@@ -165,6 +182,14 @@ MIDDLEWARE = [
 ]
 # Marks the requests whose reads may go to a read replica (imagerec/db_router.py).
 MIDDLEWARE.append("imagerec.db_router.ReplicaReadsMiddleware")
+
+# Request ids first, so every other middleware's log lines carry one; then the request
+# metrics, so their latency includes all the other middleware.
+MIDDLEWARE = [
+    "imagerec.observability.middleware.RequestIdMiddleware",
+    "imagerec.observability.middleware.RequestMetricsMiddleware",
+    *MIDDLEWARE,
+]
 
 ROOT_URLCONF = "imagerec.urls"
 WSGI_APPLICATION = "imagerec.wsgi.application"
@@ -323,12 +348,29 @@ STORAGES.update(
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}.")
+# Every line says which request (request_id) or which images (image_ids) it is about.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "INFO"},
+    "filters": {"context": {"()": "imagerec.observability.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "imagerec.observability.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+        # https://nhairs.github.io/python-json-logger/: extra= fields become JSON fields.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 

@@ -37,6 +37,7 @@ TEST_SESSION_DIR = TEST_DATA_DIR / "sessions" / TEST_SESSION
 MEDIA_ROOT = TEST_SESSION_DIR / "media"
 CELERY_TASK_QUEUES, CELERY_TASK_ROUTES, CELERY_TASK_DEFAULT_QUEUE = celery_queues(f"test-{TEST_SESSION}-")  # noqa: F405
 CACHES["default"]["KEY_PREFIX"] = f"imagerec-test-{TEST_SESSION}"  # noqa: F405
+WORKER_STATE_KEY_PREFIX = f"imagerec-test-{TEST_SESSION}"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Static files come from the apps' folders (WhiteNoise's finders); collecting them into
 # STATIC_ROOT is for production.

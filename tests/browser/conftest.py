@@ -53,9 +53,8 @@ def chromium(chromium_executable, transactional_db, monkeypatch):
     that loop, so the check is lifted for browser tests only, as Playwright's documentation
     advises for Django.
     """
-    from playwright.sync_api import sync_playwright
-
     from django.db import connections
+    from playwright.sync_api import sync_playwright
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
