@@ -19,6 +19,10 @@ NULLABLE_URL = serializers.CharField(allow_null=True, help_text="null until the 
 
 
 class TagSerializer(serializers.ModelSerializer):
+    # Slugs keep non-ASCII letters (allow_unicode): the model field's pattern, \w, is ASCII-only
+    # in the JSON Schema regex dialect, so the schema would call "ã6" invalid.
+    slug = serializers.CharField(read_only=True, help_text="For ?tag=; may contain non-ASCII letters.")
+
     class Meta:
         model = Tag
         fields = ["name", "slug"]
