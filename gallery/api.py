@@ -1,48 +1,283 @@
-"""JSON for scripts and front ends: the images most similar to one image.
+"""The JSON API for scripts and front ends (Django REST framework; schema by drf-spectacular).
 
-Errors are JSON too, in one shape: ``{"error": {"status": 404, "message": "...", "fields": {...}}}``.
+Reads are public; anything that changes data needs a staff account. Every error, whether a
+view, the framework or Django itself answers it, is JSON in one shape:
+``{"error": {"status": 404, "message": "...", "fields": {"k": "..."}}}``.
+
+The views only parse and shape: the reads are the gallery's selectors and the similarity
+engine's, the one write is ``services.image_update``.
 """
 
-from django import forms
 from django.conf import settings
-from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import Http404, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import defaults
+from django_ratelimit.decorators import ratelimit
+from django_ratelimit.exceptions import Ratelimited
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as framework_exception_handler
 
+from imagerec.imaging import load_rgb
+from similarity import search
 from similarity.selectors import images_similar_to
 
-from . import selectors
-from .models import Image
+from . import selectors, services
+from .serializers import (
+    ImageDetailSerializer,
+    ImageListItemSerializer,
+    ImageListQuery,
+    ImagePageSerializer,
+    ImageUpdateSerializer,
+    SearchRequest,
+    SearchResultSerializer,
+    SimilarImagesSerializer,
+    SimilarQuery,
+)
+
+# --- Errors ------------------------------------------------------------------------------
 
 
 def json_error(status: int, message: str, fields: dict | None = None) -> JsonResponse:
     return JsonResponse({"error": {"status": status, "message": message, "fields": fields or {}}}, status=status)
 
 
-class SimilarQuery(forms.Form):
-    k = forms.IntegerField(required=False, min_value=1, max_value=settings.RECOMMENDATIONS_K_MAX)
-
-
-def image_json(image: Image) -> dict:
-    """Public facts only: the display rendition (never the original, which keeps camera data)."""
-    picture = image.picture
-    return {"id": image.pk, "caption": image.title, "url": picture.src or None}
-
-
-@require_GET
-def similar_images_json(request, pk: int):
-    """The image and its k nearest neighbours; a fixed number of queries whatever k is."""
-    query = SimilarQuery(request.GET)
-    if not query.is_valid():
-        return json_error(400, "Invalid parameters.", {name: errors[0] for name, errors in query.errors.items()})
-    image = Image.objects.annotate_has_embedding().filter(pk=pk).first()
-    if image is None:
-        return json_error(404, f"No image with id {pk}.")
-    k = query.cleaned_data["k"] or settings.RECOMMENDATIONS_K
-    similar = images_similar_to(image=image, k=k) if image.has_embedding else []
-    selectors.images_prefetch_renditions(images=[image, *(item.image for item in similar)])
-    return JsonResponse(
-        {
-            "image": {**image_json(image), "has_embedding": image.has_embedding},
-            "similar": [{**image_json(item.image), "similarity": round(item.similarity, 6)} for item in similar],
-        }
+class ErrorDetailSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="The HTTP status, repeated.")
+    message = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.CharField(), help_text="For invalid input: each parameter's first problem."
     )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+BAD_INPUT = {400: _error("Invalid parameters: `fields` names each one.")}
+NOT_FOUND = {404: _error("No such image.")}
+STAFF_ONLY = {403: _error("Not signed in as staff.")}
+
+
+def _first_message(errors) -> str:
+    """DRF's errors nest (lists, dicts for list items): the first message, whatever the depth."""
+    if isinstance(errors, dict):
+        return _first_message(next(iter(errors.values()), ""))
+    if isinstance(errors, list):
+        return _first_message(errors[0]) if errors else ""
+    return str(errors)
+
+
+def exception_handler(exc, context):
+    """The framework's answer to an exception, in the site's error shape (headers kept)."""
+    if isinstance(exc, Ratelimited):  # a PermissionDenied to the framework, but it means "later"
+        return json_error(429, "Too many requests from your address; try again in a minute.")
+    response = framework_exception_handler(exc, context)
+    if response is None:
+        return None  # a bug: Django's 500 handler answers (JSON under /api/, below)
+    fields = {}
+    if isinstance(exc, ValidationError):
+        if isinstance(response.data, dict):
+            fields = {name: _first_message(errors) for name, errors in response.data.items()}
+            message = fields.pop("non_field_errors", "Invalid parameters.")
+        else:
+            message = _first_message(response.data)
+    else:
+        message = _first_message(response.data.get("detail", response.data))
+    response.data = {"error": {"status": response.status_code, "message": message, "fields": fields}}
+    return response
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+# Errors Django answers before or after any view (a NUL byte refused by the middleware, an
+# unknown URL, a crash) are JSON under /api/ as well; pages keep their HTML.
+def bad_request(request, exception):
+    return json_error(400, "Bad request.") if _is_api(request) else defaults.bad_request(request, exception)
+
+
+def page_not_found(request, exception):
+    return json_error(404, "No such URL in the API.") if _is_api(request) else defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    return json_error(500, "Server error.") if _is_api(request) else defaults.server_error(request)
+
+
+# --- Access ------------------------------------------------------------------------------
+
+
+class ReadOnlyOrStaff(BasePermission):
+    """Anyone may read; any other method needs a staff account."""
+
+    def has_permission(self, request, view):
+        return request.method in SAFE_METHODS or bool(request.user and request.user.is_staff)
+
+
+class ApiSchema(AutoSchema):
+    def get_auth(self):
+        # ReadOnlyOrStaff is ours, so the schema generator cannot tell that reads are public.
+        auths = super().get_auth()
+        return [*auths, {}] if self.method in SAFE_METHODS and {} not in auths else auths
+
+
+class ApiView(APIView):
+    """Every API view: JSON only, staff for writes, errors in the site's shape.
+
+    Set here rather than in REST_FRAMEWORK's defaults, which the framework reads while its own
+    modules load (a default naming this module would import it half-made).
+    """
+
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser]
+    # A staff member signed in to the admin (with its CSRF token), or a script with HTTP Basic.
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    permission_classes = [ReadOnlyOrStaff]
+    schema = ApiSchema()
+
+    def get_exception_handler(self):
+        return exception_handler
+
+
+def _image_or_404(pk: int):
+    try:
+        return selectors.image_get(image_id=pk)
+    except Http404:
+        raise NotFound(f"No image with id {pk}.") from None
+
+
+def _valid(serializer_class, data):
+    query = serializer_class(data=data)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
+# --- Images ------------------------------------------------------------------------------
+
+
+class ImagePagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+    def get_page_size(self, request):
+        self.page_size = settings.GALLERY_PAGE_SIZE  # read per request, like the gallery page
+        return super().get_page_size(request)
+
+
+class ImageListView(ApiView):
+    """The gallery's images, newest first, a page at a time; ?tag= keeps to one tag."""
+
+    pagination_class = ImagePagination
+
+    @extend_schema(
+        operation_id="images_list",
+        parameters=[ImageListQuery],
+        responses={200: ImagePageSerializer, **BAD_INPUT, 404: _error("No such page.")},
+    )
+    def get(self, request):
+        # A plain dict: a QueryDict would read a missing flag as false rather than absent.
+        query = _valid(ImageListQuery, request.query_params.dict())
+        images = selectors.image_list(tag=query.get("tag")).prefetch_related("tags")
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(images, request, view=self)
+        return paginator.get_paginated_response(ImageListItemSerializer(page, many=True).data)
+
+
+class ImageDetailView(ApiView):
+    """One image: its renditions, size, tags and embedding status; staff may edit it."""
+
+    http_method_names = ["get", "patch", "head", "options"]
+
+    @extend_schema(operation_id="images_retrieve", responses={200: ImageDetailSerializer, **NOT_FOUND})
+    def get(self, request, pk: int):
+        return Response(self._detail(pk))
+
+    @extend_schema(
+        operation_id="images_partial_update",
+        description="Staff only. Changes the caption and/or replaces the tags (by name; new names make new tags).",
+        request=ImageUpdateSerializer,
+        responses={200: ImageDetailSerializer, **BAD_INPUT, **STAFF_ONLY, **NOT_FOUND},
+    )
+    def patch(self, request, pk: int):
+        image = _image_or_404(pk)
+        changes = _valid(ImageUpdateSerializer, request.data)
+        services.image_update(image=image, caption=changes.get("caption"), tag_names=changes.get("tags"))
+        return Response(self._detail(pk))
+
+    def _detail(self, pk: int) -> dict:
+        image = _image_or_404(pk)
+        selectors.images_prefetch_renditions(images=[image])
+        return ImageDetailSerializer(image).data
+
+
+class SimilarImagesView(ApiView):
+    """The image and the k images most similar to it, most similar first.
+
+    A fixed number of queries whatever k is. An image without a vector yet has none.
+    """
+
+    @extend_schema(
+        operation_id="images_similar",
+        parameters=[SimilarQuery],
+        responses={200: SimilarImagesSerializer, **BAD_INPUT, **NOT_FOUND},
+    )
+    def get(self, request, pk: int):
+        query = _valid(SimilarQuery, request.query_params.dict())
+        image = _image_or_404(pk)
+        k = query.get("k") or settings.RECOMMENDATIONS_K
+        diverse = settings.DIVERSITY_DEFAULT if query.get("diverse") is None else query["diverse"]
+        similar = (
+            images_similar_to(image=image, k=k, tag=query.get("tag"), diverse=diverse) if image.has_embedding else []
+        )
+        selectors.images_prefetch_renditions(images=[image, *(item.image for item in similar)])
+        return Response(SimilarImagesSerializer({"image": image, "similar": similar}).data)
+
+
+@method_decorator(ratelimit(key="ip", rate=lambda group, request: settings.SEARCH_RATE, method="POST", block=True), name="post")
+class SearchView(ApiView):
+    """Search by example: the gallery images most similar to an uploaded photo, which is not kept."""
+
+    # Public, and it changes nothing: no session, so no CSRF token to send. Limited per address.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="search_by_photo",
+        request={"multipart/form-data": SearchRequest},
+        responses={
+            200: SearchResultSerializer,
+            **BAD_INPUT,
+            415: _error("Not a multipart/form-data upload."),
+            429: _error("Too many searches from this address (SEARCH_RATE)."),
+            503: _error("No embedding worker answered in time: busy or not running."),
+        },
+    )
+    def post(self, request):
+        form = _valid(SearchRequest, request.data)
+        photo = form["photo"]
+        photo.seek(0)
+        jpeg = search.query_picture(load_rgb(photo))
+        try:
+            identity, vector = search.query_vector(jpeg=jpeg)
+        except search.SearchUnavailable as error:
+            return json_error(503, str(error))
+        k = form.get("k") or settings.RECOMMENDATIONS_K
+        similar = search.images_similar_to_vector(vector=vector, identity=identity, k=k, tag=form.get("tag"))
+        selectors.images_prefetch_renditions(images=[item.image for item in similar])
+        return Response(SearchResultSerializer({"similar": similar}).data)

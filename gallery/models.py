@@ -166,6 +166,11 @@ class Image(models.Model):
         return sorted(by_width.values())
 
     @property
+    def rendition_sizes(self) -> list[tuple[int, int, str]]:
+        """(width, height, url) of each rendition size, smallest first: what the API lists."""
+        return list(self._renditions_by_width)
+
+    @property
     def thumbnail(self) -> Thumbnail:
         """For cards: the smallest rendition, the larger ones in srcset.
 

@@ -220,3 +220,18 @@ def images_tag(*, image_ids: Iterable[int], names: Iterable[str]) -> list[Tag]:
         )
     neighbours_cache_invalidate()
     return tags
+
+
+def image_update(*, image: Image, caption: str | None = None, tag_names: Iterable[str] | None = None) -> Image:
+    """Change an image's caption and/or replace its tags (None leaves that part as it is).
+
+    Replacing the tags goes through the M2M manager, whose signal drops the cached lists kept
+    to a tag; a caption is not part of any cached list.
+    """
+    with transaction.atomic():
+        if caption is not None:
+            image.caption = caption
+            image.save(update_fields=["caption"])
+        if tag_names is not None:
+            image.tags.set(tags_get_or_create(names=tag_names))
+    return image

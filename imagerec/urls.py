@@ -5,12 +5,22 @@ from django.contrib import admin
 from django.http import Http404
 from django.urls import include, path, re_path
 from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("imagerec.observability.urls")),
     path("", include("gallery.urls")),
+    # The API's OpenAPI schema (YAML; ?format=json for JSON) and its browsable documentation.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
 ]
+
+# Under /api/ these answer JSON in the API's error shape; elsewhere, Django's own pages.
+handler400 = "gallery.api.bad_request"
+handler404 = "gallery.api.page_not_found"
+handler500 = "gallery.api.server_error"
 
 
 

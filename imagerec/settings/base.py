@@ -161,6 +161,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_ratelimit",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the docs page's Swagger UI files, served from here (no CDN)
     "gallery",
     "similarity",
     "imagerec.observability",
@@ -372,6 +375,30 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- JSON API ---------------------------------------------------------------------------
+# Django REST framework with drf-spectacular: the schema at /api/schema/ is generated from the
+# same serializers that shape the answers, and the docs page at /api/docs/ is Swagger UI
+# served from drf-spectacular-sidecar's static files (no CDN). Renderers, permissions and the
+# error shape are set on the API's own base view (gallery/api.py), not here.
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "imagerec API",
+    "DESCRIPTION": (
+        "The gallery's images, their renditions and tags, the images most similar to one, and "
+        "search by example. Reads are public; writes need a staff account (session or HTTP Basic). "
+        'Every error is JSON shaped `{"error": {"status": 404, "message": "...", "fields": {}}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Requests and responses as separate components: a multipart upload reads as binary.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Cache ------------------------------------------------------------------------------

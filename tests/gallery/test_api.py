@@ -1,9 +1,14 @@
+import base64
+import re
+
 import pytest
+from django.conf import settings
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from tests.conftest import unit_vector
+from tests.conftest import encode, photo_like, unit_vector, upload, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -29,19 +34,20 @@ def test_lists_the_nearest_images_most_similar_first(client, gallery_images):
 
     assert response.status_code == 200
     body = response.json()
-    assert body["image"] == {
+    # The keys scripts have always read keep their meaning; the API adds others beside them.
+    assert body["image"].items() >= {
         "id": chosen.pk,
         "caption": "picture 1",
         "url": None,  # no display rendition yet (never the original, which keeps camera data)
         "has_embedding": True,
-    }
+    }.items()
     assert [item["id"] for item in body["similar"]] == [near.pk, middle.pk, far.pk]
-    assert body["similar"][0] == {
+    assert body["similar"][0].items() >= {
         "id": near.pk,
         "caption": "picture 2",
         "url": None,
         "similarity": pytest.approx(float(unit_vector(1, 0) @ unit_vector(1, 0.1)), abs=1e-5),
-    }
+    }.items()
     assert body["similar"][1]["similarity"] == pytest.approx(2**-0.5, abs=1e-5)
     assert body["similar"][2]["similarity"] == pytest.approx(0.0, abs=1e-5)
 
@@ -60,19 +66,21 @@ def test_a_bad_k_is_a_json_error_naming_the_parameter(client, gallery_images, k)
     assert error["status"] == 400 and set(error["fields"]) == {"k"}
 
 
-def test_query_count_does_not_grow_with_k(client, gallery_images, image_factory):
+@pytest.mark.parametrize("diverse", ["0", "1"])
+def test_query_count_does_not_grow_with_k(client, gallery_images, image_factory, diverse):
     for number in range(5, 30):
         image_factory(number, vector=unit_vector(1, number / 10, 0.5))
     chosen = gallery_images[0]
 
     with CaptureQueriesContext(connection) as one:
-        assert len(client.get(similar_url(chosen, k=1)).json()["similar"]) == 1
+        assert len(client.get(similar_url(chosen, k=1) + f"&diverse={diverse}").json()["similar"]) == 1
     with CaptureQueriesContext(connection) as twenty:
-        assert len(client.get(similar_url(chosen, k=20)).json()["similar"]) == 20
+        assert len(client.get(similar_url(chosen, k=20) + f"&diverse={diverse}").json()["similar"]) == 20
 
-    # The image (with whether it has a vector), one index scan ordered by the distance to
-    # its vector, read in a subquery, joining the neighbours' images, and their renditions.
-    assert len(one) == len(twenty) == 3
+    # The image (with whether it has a vector) and its tags, one index scan ordered by the
+    # distance to its vector, read in a subquery, joining the neighbours' images, and the
+    # renditions of them all.
+    assert len(one) == len(twenty) == 4
 
 
 def test_an_image_without_a_vector_has_no_neighbours_yet(client, gallery_images, image_factory):
@@ -90,5 +98,238 @@ def test_unknown_image_is_a_json_404(client):
     assert response.json() == {"error": {"status": 404, "message": "No image with id 123456.", "fields": {}}}
 
 
-def test_only_get_is_allowed(client, gallery_images):
-    assert client.post(similar_url(gallery_images[0])).status_code == 405
+def test_only_reads_are_allowed(staff_client, gallery_images):
+    response = staff_client.post(similar_url(gallery_images[0]))
+    assert response.status_code == 405 and response.json()["error"]["status"] == 405
+
+
+# --- The list --------------------------------------------------------------------------
+
+
+def test_the_list_is_paginated_newest_first_with_the_gallerys_page_size(client, image_factory, settings):
+    settings.GALLERY_PAGE_SIZE = 2
+    images = [image_factory(seed) for seed in range(5)]
+
+    first = client.get(reverse("gallery:api-image-list")).json()
+    last = client.get(first["next"]).json()
+    last = client.get(last["next"]).json()
+
+    assert first["count"] == 5 and first["previous"] is None
+    assert [item["id"] for item in first["results"]] == [images[4].pk, images[3].pk]
+    assert [item["id"] for item in last["results"]] == [images[0].pk] and last["next"] is None
+    item = first["results"][0]
+    assert item["api_url"] == reverse("gallery:api-image-detail", args=[images[4].pk])
+    assert item["embedding_status"] == "pending" and item["tags"] == []
+
+
+def test_the_list_keeps_to_a_tag(client, image_factory):
+    from gallery.services import images_tag
+
+    harbour, other = image_factory(1), image_factory(2)
+    images_tag(image_ids=[harbour.pk], names=["Harbour"])
+
+    body = client.get(reverse("gallery:api-image-list"), {"tag": "harbour"}).json()
+
+    assert [item["id"] for item in body["results"]] == [harbour.pk]
+    assert body["results"][0]["tags"] == [{"name": "Harbour", "slug": "harbour"}]
+
+
+@pytest.mark.parametrize(
+    "query, status, field",
+    [({"tag": "no-such-tag"}, 400, "tag"), ({"page": "two"}, 400, "page"), ({"page_size": "1000"}, 400, "page_size"),
+     ({"page": "9"}, 404, None)],
+)
+def test_bad_list_parameters_are_json_errors(client, image_factory, query, status, field):
+    image_factory(1)
+    response = client.get(reverse("gallery:api-image-list"), query)
+    assert response.status_code == status and response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["status"] == status and set(error["fields"]) == ({field} if field else set())
+
+
+def test_list_queries_do_not_grow_with_the_page(client, image_factory, settings):
+    for seed in range(12):
+        image_factory(seed)
+    settings.GALLERY_PAGE_SIZE = 2
+    with CaptureQueriesContext(connection) as small:
+        client.get(reverse("gallery:api-image-list"))
+    settings.GALLERY_PAGE_SIZE = 12
+    with CaptureQueriesContext(connection) as large:
+        client.get(reverse("gallery:api-image-list"))
+    assert len(small) == len(large) == 4  # count, page, its renditions, its tags
+
+
+# --- One image -------------------------------------------------------------------------
+
+
+def test_the_detail_lists_the_renditions_never_the_original(client, image_factory):
+    from gallery.renditions import renditions_create
+    from gallery.services import images_tag
+
+    image = image_factory(1, vector=unit_vector(1, 0), caption="harbour at night")
+    images_tag(image_ids=[image.pk], names=["night"])
+    renditions_create(image=image)
+
+    response = client.get(reverse("gallery:api-image-detail", args=[image.pk]))
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["caption"] == "harbour at night" and (body["width"], body["height"]) == (64, 48)
+    assert body["embedding_status"] == "ready" and body["has_embedding"] is True
+    assert body["tags"] == [{"name": "night", "slug": "night"}]
+    # A 64-pixel original gives one rendition size (no upscaling): display and thumbnail.
+    assert [(item["width"], item["height"]) for item in body["renditions"]] == [(64, 48)]
+    assert body["url"] == body["thumbnail_url"] == body["renditions"][0]["url"]
+    assert body["url"].startswith("/media/renditions/") and client.get(body["url"]).status_code == 200
+    assert image.file.name not in response.content.decode()
+
+
+def test_an_unknown_image_or_url_is_a_json_404(client):
+    assert client.get(reverse("gallery:api-image-detail", args=[987654])).json()["error"] == {
+        "status": 404, "message": "No image with id 987654.", "fields": {},
+    }
+    response = client.get("/api/no-such-thing/")
+    assert response.status_code == 404 and response.json()["error"]["status"] == 404
+
+
+def test_a_nul_byte_is_a_json_400(client):
+    response = client.get(reverse("gallery:api-image-list") + "?tag=%00")
+    assert response.status_code == 400 and response.json()["error"]["status"] == 400
+
+
+# --- Writes: staff only ----------------------------------------------------------------
+
+
+def detail_url(image) -> str:
+    return reverse("gallery:api-image-detail", args=[image.pk])
+
+
+def patch(client, image, body, **extra):
+    return client.patch(detail_url(image), body, content_type="application/json", **extra)
+
+
+def test_staff_edit_the_caption_and_replace_the_tags(staff_client, image_factory):
+    from gallery.services import images_tag
+
+    image = image_factory(1, caption="old")
+    images_tag(image_ids=[image.pk], names=["old tag"])
+
+    response = patch(staff_client, image, {"caption": "Harbour at night", "tags": ["harbour", "Night"]})
+
+    assert response.status_code == 200
+    assert response.json()["caption"] == "Harbour at night"
+    assert sorted(tag["slug"] for tag in response.json()["tags"]) == ["harbour", "night"]
+    image.refresh_from_db()
+    assert image.caption == "Harbour at night" and sorted(image.tags.values_list("slug", flat=True)) == ["harbour", "night"]
+    assert patch(staff_client, image, {"caption": "only the caption"}).json()["tags"] == response.json()["tags"]
+
+
+def test_a_bad_edit_is_a_json_400_naming_the_field(staff_client, image_factory):
+    image = image_factory(1)
+    response = patch(staff_client, image, {"tags": "not a list"})
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == {"tags"}
+    response = staff_client.patch(detail_url(image), "{not json", content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["status"] == 400
+
+
+def test_anyone_else_cannot_write(client, django_user_model, image_factory):
+    image = image_factory(1, caption="kept")
+    visitor = django_user_model.objects.create_user("visitor", password="a-visitor-password")
+
+    anonymous = patch(client, image, {"caption": "changed"})
+    client.force_login(visitor)
+    signed_in = patch(client, image, {"caption": "changed"})
+    basic = patch(Client(), image, {"caption": "changed"}, HTTP_AUTHORIZATION=basic_auth("visitor", "a-visitor-password"))
+
+    for response in (anonymous, signed_in, basic):
+        assert response.status_code == 403 and response.json()["error"]["status"] == 403
+    image.refresh_from_db()
+    assert image.caption == "kept"
+    # Nor any other method on any read endpoint.
+    for url in (reverse("gallery:api-image-list"), detail_url(image), similar_url(image)):
+        for method in (client.post, client.put, client.delete):
+            assert method(url).status_code == 403
+
+
+def test_staff_scripts_write_with_http_basic(django_user_model, image_factory):
+    django_user_model.objects.create_superuser("curator", "curator@example.com", "a-curator-password")
+    image = image_factory(1)
+    response = patch(Client(), image, {"caption": "by script"}, HTTP_AUTHORIZATION=basic_auth("curator", "a-curator-password"))
+    assert response.status_code == 200 and response.json()["caption"] == "by script"
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+# --- Search by photo -------------------------------------------------------------------
+
+SEARCH_API_URL = reverse("gallery:api-search")
+
+
+def test_a_file_that_is_not_a_picture_is_a_400_with_the_reason():
+    response = Client(REMOTE_ADDR="192.0.2.10").post(SEARCH_API_URL, {"photo": upload("notes.jpg", b"words\n" * 50)})
+    assert response.status_code == 400
+    assert "not an image that can be read" in response.json()["error"]["fields"]["photo"]
+
+
+def test_search_without_a_worker_is_a_json_503(settings):
+    from tests.conftest import purge_queues
+
+    settings.SEARCH_TIMEOUT_SECONDS = 0.3
+    purge_queues()
+    photo = upload("mine.jpg", encode(photo_like(1)))
+    response = Client(REMOTE_ADDR="192.0.2.11").post(SEARCH_API_URL, {"photo": photo})
+    purge_queues()
+    assert response.status_code == 503 and "busy or not running" in response.json()["error"]["message"]
+
+
+def test_searches_are_rate_limited_per_address_with_a_json_429(settings):
+    settings.SEARCH_RATE = "2/m"
+    client = Client(REMOTE_ADDR="192.0.2.12")
+    responses = [client.post(SEARCH_API_URL, {"photo": upload("x.jpg", b"not a picture")}) for _ in range(3)]
+    assert [response.status_code for response in responses] == [400, 400, 429]
+    assert responses[2].json()["error"]["status"] == 429
+    assert Client(REMOTE_ADDR="192.0.2.13").post(SEARCH_API_URL, {"photo": upload("x.jpg", b"x")}).status_code == 400
+
+
+@pytest.mark.end_to_end
+def test_a_photo_finds_its_look_alike_through_the_api(start_worker):
+    from gallery.models import Image
+    from gallery.services import image_create
+
+    start_worker()
+    for seed in range(3):
+        image_create(upload=upload(f"scene-{seed}.jpg", encode(photo_like(seed, (480, 360)))))
+    wait_for(lambda: Image.objects.ready().count() == 3, timeout=90, message="the gallery to be embedded")
+    look_alike = encode(photo_like(2, (480, 360)).resize((300, 225)), "JPEG", quality=75)
+
+    response = Client(REMOTE_ADDR="192.0.2.14").post(SEARCH_API_URL, {"photo": upload("mine.jpg", look_alike), "k": 2})
+
+    assert response.status_code == 200, response.content
+    similar = response.json()["similar"]
+    assert len(similar) == 2 and similar[0]["caption"] == "scene 2"
+    assert similar[0]["similarity"] > similar[1]["similarity"]
+
+
+# --- Schema and documentation ----------------------------------------------------------
+
+
+def test_the_schema_describes_every_endpoint(client):
+    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
+    assert schema["openapi"].startswith("3.")
+    assert set(schema["paths"]) == {
+        "/api/images/", "/api/images/{id}/", "/api/images/{id}/similar/", "/api/search/",
+    }
+    assert set(schema["paths"]["/api/images/{id}/"]) == {"get", "patch"}
+
+
+def test_the_docs_page_is_served_from_this_site_without_a_cdn(client):
+    from django.contrib.staticfiles import finders
+
+    page = client.get(reverse("api-docs")).content.decode()
+    scripts = re.findall(r'src="([^"]+)"', page)
+    assert scripts and all(not src.startswith(("http:", "https:", "//")) for src in scripts), scripts
+    bundle = next(src for src in scripts if src.endswith("swagger-ui-bundle.js"))
+    assert finders.find(bundle.removeprefix(settings.STATIC_URL).removeprefix("/static/"))
+    assert client.get(reverse("api-redoc")).status_code == 200
