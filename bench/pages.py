@@ -157,8 +157,8 @@ def gunicorn_production(broker_url: str, workers: int | None = None, **extra: st
     deadline = time.monotonic() + 60
     while True:
         try:
-            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/images/1/",
-                                                               headers=HEADERS), timeout=5):
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers=HEADERS),
+                                        timeout=5):
                 return process, port
         except OSError as error:
             if process.poll() is not None or time.monotonic() > deadline or hasattr(error, "code"):

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 import common
+import numpy as np
 from common import log
 
 TAG_SLUG = "bench-tag"

@@ -17,6 +17,7 @@ import argparse
 import collections
 import sys
 import time
+from pathlib import Path
 
 import common
 from common import log
@@ -36,7 +37,7 @@ def ints(text: str) -> list[int]:
 ACTIVITIES = [
     ("SQL statements (PostgreSQL round trips)", "_execute (django/db/backends/utils.py"),
     ("connection health check (CONN_HEALTH_CHECKS)", "is_usable (django/db/backends/postgresql/base.py"),
-    ("Redis (cache, rate limit)", "execute_command (redis/client.py"),
+    ("Redis (the recommendation cache)", "execute_command (redis/client.py"),
     ("template rendering", "render (django/template/response.py"),
     ("ORM: building and compiling queries", "(django/db/models/"),
     ("sending the response, closing the connection", "(gunicorn/util.py"),
@@ -48,7 +49,7 @@ def hot_frames(files: list[str]) -> list[tuple[str, float]]:
     """Share of py-spy's samples (raw, collapsed stacks) spent in each activity."""
     shares, total = collections.Counter(), 0
     for path in files:
-        for line in open(path):
+        for line in Path(path).read_text().splitlines():
             stack, _, count = line.rstrip().rpartition(" ")
             if not count.isdigit():
                 continue
@@ -111,12 +112,13 @@ def report(results: dict) -> None:
             "visitors.tags_queries": str(tag["queries"]),
             "visitors.tags_recall": str(site["recall"]), "visitors.tags_p50": str(site["p50_ms"]),
             "visitors.tags_met": "met" if site["recall"] >= TAG_RECALL else "**not met**",
+            "visitors.tags_max_scan": str(tag["default_max_scan_tuples"]),
         })
     page = results.get("pages")
     if page and page.get("profiles"):  # recomputed, so the breakdown can change with saved profiles
         page["hot"] = {name: hot_frames(files) for name, files in page["profiles"].items()}
     if page:
-        rows, goals = [], {}
+        rows = []
         for name in ("recommendation", "similar_json"):
             for state in ("uncached", "cached"):
                 for r in page[name][state]:
@@ -131,6 +133,14 @@ def report(results: dict) -> None:
                     f"{chosen['rps']} req/s, p95 {chosen['p95_ms']} ms ({chosen['connections']} connections)")
                 values[f"visitors.met.{name}.{state}"] = (
                     "met" if chosen["passing"] and chosen["rps"] >= target else "**not met**")
+        for name in ("recommendation", "similar_json"):
+            totals = {state: [sum(r["cpu_ms_per_request"].values()) for r in page[name][state]
+                              if None not in r.get("cpu_ms_per_request", {None: None}).values()]
+                      for state in ("uncached", "cached")}
+            if all(totals.values()):
+                cached, uncached = (sum(totals[state]) / len(totals[state]) for state in ("cached", "uncached"))
+                values[f"visitors.cached_share.{name}"] = (
+                    f"{100 * cached / uncached:.0f} % ({cached:.1f} against {uncached:.1f} ms, the mean over its rows)")
         counts = page["queries_per_page"]
         values.update({
             "visitors.pages_table": common.table(
