@@ -245,7 +245,8 @@ def wrk_accounted(server_pid: int, *args) -> dict:
 
 
 def run_visitors(images: int, *, broker_url: str, connection_levels: list[int], seconds: float,
-                 cached_images: int = 200, workers: int | None = None, profile_dir=None) -> dict:
+                 cached_images: int = 200, workers: int | None = None, profile_dir=None,
+                 gunicorn_arguments: str = "") -> dict:
     """Each page uncached (every request a random one of ``images``, the cache flushed first:
     about one request in a hundred finds its list already there) and cached (``cached_images``
     URLs requested once beforehand, then repeated)."""
@@ -257,7 +258,9 @@ def run_visitors(images: int, *, broker_url: str, connection_levels: list[int], 
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_SCRIPT)
         script.flush()
-        server, port = gunicorn_production(broker_url, workers)
+        # GUNICORN_CMD_ARGS, as a platform would set it: a variant of the site's configuration.
+        server, port = gunicorn_production(broker_url, workers,
+                                           **({"GUNICORN_CMD_ARGS": gunicorn_arguments} if gunicorn_arguments else {}))
         try:
             import psutil
 

@@ -80,9 +80,15 @@ def measure(options, results: dict) -> None:
         if options.only in (None, "pages"):
             broker_url = devservices.redis_url(devservices.redis_start(common.DATA_DIR))
             profile_dir = common.OUT_DIR / "profiles" if options.profile else None
-            results["pages"] = pages.run_visitors(options.images, broker_url=broker_url,
-                                                  connection_levels=options.connections, seconds=options.seconds,
-                                                  workers=options.workers, profile_dir=profile_dir)
+            measured = pages.run_visitors(options.images, broker_url=broker_url,
+                                          connection_levels=options.connections, seconds=options.seconds,
+                                          workers=options.workers, profile_dir=profile_dir,
+                                          gunicorn_arguments=options.gunicorn_args)
+            if options.gunicorn_args:  # a variant, reported beside the site's configuration
+                results.setdefault("page_variants", {})[options.gunicorn_args] = measured
+                common.save(RESULTS, results)
+                return
+            results["pages"] = measured
             if profile_dir is not None:
                 results["pages"]["hot"] = {name: hot_frames(files) for name, files in results["pages"]["profiles"].items()}
             common.save(RESULTS, results)
@@ -156,6 +162,21 @@ def report(results: dict) -> None:
             values["visitors.profile"] = "\n".join(
                 f"- {name}: " + "; ".join(f"{activity} {share} %" for activity, share in frames)
                 for name, frames in page["hot"].items())
+    variants = results.get("page_variants", {})
+    if variants and page:
+        rows = []
+        for arguments, variant in [("(the site's configuration)", page), *variants.items()]:
+            for name in ("recommendation", "similar_json"):
+                for state in ("uncached", "cached"):
+                    for r in variant[name][state]:
+                        cpu = r.get("cpu_ms_per_request", {})
+                        rows.append([f"`{arguments}`" if arguments in variants else arguments, name, state,
+                                     r["connections"], r["rps"], r["p95_ms"],
+                                     " / ".join("—" if cpu.get(part) is None else f"{cpu[part]:.1f}" for part in PARTS),
+                                     r.get("load_average", "")])
+        values["visitors.variants"] = common.table(
+            ["GUNICORN_CMD_ARGS", "page", "cache", "connections", "req/s", "p95 ms",
+             "CPU ms per request: " + " / ".join(PARTS), "machine load (1 min)"], rows)
     values["visitors.runs"] = "; ".join(f"`{run['command']}` ({run['started']})" for run in results.get("runs", []))
     common.fill(common.DOCS_DIR / "benchmarks.md", values, others=("",))
 
@@ -171,6 +192,8 @@ def main(argv=None) -> int:
     add("--seconds", type=float, default=8, help="duration of each wrk run")
     add("--workers", type=int, default=None, help="gunicorn workers (default: imagerec/gunicorn.py's)")
     add("--profile", action="store_true", help="py-spy on the gunicorn workers, each page uncached")
+    add("--gunicorn-args", default="", help="GUNICORN_CMD_ARGS for a variant of the site's gunicorn "
+        "configuration, reported beside it (e.g. \"--worker-class gthread --threads 2\")")
     add("--keep-server", action="store_true")
     add("--report-only", action="store_true")
     options = parser.parse_args(argv)
