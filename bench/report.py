@@ -360,7 +360,7 @@ def write(results: dict) -> None:
         raise SystemExit("No query results in bench/out/results.json: run bench/run_all.py first.")
     choice = recommend(results)
     plots(results, choice)
-    common.fill(DOCS_FILE, values(results, choice), others=("ingest.",))
+    common.fill(DOCS_FILE, values(results, choice), others=("ingest.", "search.", "visitors."))
 
 
 if __name__ == "__main__":
