@@ -134,13 +134,16 @@ class NetworkNamespace:
     """
 
     def __init__(self, name: str, prefix: str):
+        # The interfaces are named after it, and interface names have 15 characters at most.
+        if len(name) > 13:
+            raise ValueError(f"Namespace names here have 13 characters at most: {name!r}")
         self.name, self.prefix = name, prefix
         self.host_address, self.address = f"{prefix}.1", f"{prefix}.2"
-        self.host_interface = f"{name[:11]}-h"  # interface names: 15 characters at most
+        self.host_interface = f"{name}-h"
         self.command_prefix = ("ip", "netns", "exec", name)
 
     def create(self) -> NetworkNamespace:
-        inside = f"{self.name[:11]}-n"
+        inside = f"{self.name}-n"
         steps = [
             ["ip", "netns", "add", self.name],
             ["ip", "link", "add", self.host_interface, "type", "veth", "peer", "name", inside, "netns", self.name],

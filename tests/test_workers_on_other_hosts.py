@@ -53,12 +53,12 @@ def namespaces():
     made: list[NetworkNamespace] = []
     try:
         for index, prefix in enumerate(free_subnet_prefixes(2)):
-            made.append(NetworkNamespace(f"imgrec{os.getpid() % 100_000}{index}", prefix).create())
+            made.append(NetworkNamespace(f"ir{os.getpid()}-{index}", prefix).create())
     except (subprocess.CalledProcessError, OSError, RuntimeError) as error:
         for namespace in made:
             namespace.remove()
         detail = getattr(error, "stderr", "") or str(error)
-        reason = f"network namespaces cannot be made here (ip netns needs root): {detail.strip()}"
+        reason = f"network namespaces cannot be made here (ip netns, as root): {detail.strip()}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
