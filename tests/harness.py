@@ -162,8 +162,9 @@ class NetworkNamespace:
         return self
 
     def remove(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
-        subprocess.run(["ip", "link", "delete", self.host_interface], capture_output=True)
+        # Either may be gone already (a half-made namespace, a pair removed with it).
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "delete", self.host_interface], capture_output=True, check=False)
 
 
 def free_subnet_prefixes(count: int, base: str = "10.213") -> list[str]:
