@@ -3,7 +3,11 @@
 ``images_embed`` is what the embedding task and ``manage.py embed_images`` call. It cleans
 up exactly what it claimed: on a give-up signal (the task's soft time limit) its unfinished
 images fail with the reason; on any other interruption they go back to pending. Images it
-did not claim, another worker's among them, are never touched.
+did not claim, another worker's among them, are never touched. It holds its claim on each
+image (``lifecycle.claims_end``) until that image is stored, failed or released, on every path.
+
+``embedding_progress`` tells listeners (metrics, the scale-out tests' counter of forward
+passes) what this process claimed, passed through the network and stored, as it happens.
 
 Worker-side code: it reaches the encoder (and so torch) through ``similarity.compute``.
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
+from django.dispatch import Signal
 
 from imagerec.observability.metrics import embedding_recorded
 from similarity.compute import batch_size as device_batch_size
@@ -32,6 +37,9 @@ logger = logging.getLogger(__name__)
 # Interruptions that are not the images' fault do not count towards giving up on them.
 NOT_THE_IMAGES_FAULT = (WeightsUnavailable, OperationalError, InterfaceError, ConnectionError)
 STEPS = ("claim", "decode", "forward", "store", "decode_cpu", "duplicates")
+
+# Sent with ``stage`` ("claimed", "forwarded" or "stored") and ``image_ids``.
+embedding_progress = Signal()
 
 
 @dataclass
@@ -71,10 +79,12 @@ def images_embed(
     outstanding = {image.pk for image in claim.images}
     if not outstanding:
         return result
+    embedding_progress.send(sender=images_embed, stage="claimed", image_ids=sorted(outstanding))
     try:
         identity = model_identity()
         sources = [(image.pk, functools.partial(image.file.storage.open, image.file.name, "rb")) for image in claim.images]
         for batch in embeddings_compute(sources=sources, batch_size=batch_size):
+            embedding_progress.send(sender=images_embed, stage="forwarded", image_ids=list(batch.vectors))
             stored_at = time.perf_counter()
             if batch.failures:
                 lifecycle.images_mark_failed(failures=batch.failures)
@@ -84,7 +94,10 @@ def images_embed(
                     embeddings_store(vectors_by_image=batch.vectors, identity=identity)
                     lifecycle.images_mark_ready(image_ids=batch.vectors)
                 result.ready.extend(batch.vectors)
-            outstanding -= set(batch.vectors) | set(batch.failures)
+                embedding_progress.send(sender=images_embed, stage="stored", image_ids=list(batch.vectors))
+            done = set(batch.vectors) | set(batch.failures)
+            outstanding -= done
+            lifecycle.claims_end(image_ids=done)
             timings["decode"] += batch.decode_wait
             timings["decode_cpu"] += batch.decode_cpu
             timings["forward"] += batch.forward
@@ -106,6 +119,10 @@ def images_embed(
     except BaseException as error:
         _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT))
         raise
+    finally:
+        # After the statuses above are written: an image let go while still "processing"
+        # could be taken by another worker and then released under it by this one.
+        lifecycle.claims_end(image_ids=outstanding)
     logger.info(
         "Embedded %d image(s), %d failed",
         len(result.ready),

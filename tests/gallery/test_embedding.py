@@ -32,6 +32,7 @@ def test_a_claim_of_several_batches_is_embedded_batch_by_batch(image_factory, se
     assert sorted(second.ready) == [images[4].pk, images[5].pk]
     assert Image.objects.ready().count() == 5
     assert Image.objects.failed().get() == broken
+    assert advisory_locks_held() == 0
 
     # Batching changes nothing: the stored vector is the picture's own (to the precision of
     # halfvec storage: float16 keeps about three significant digits).
@@ -58,6 +59,15 @@ def test_a_second_delivery_of_the_same_task_does_nothing(image_factory):
     assert first.ready == [image.pk]
     assert second.ready == [] and second.skipped == [image.pk]
     assert Embedding.objects.get(image=image).created_at == stored.created_at
+
+
+def advisory_locks_held() -> int:
+    """Advisory locks this test's connection holds: each claim must end on every path."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 class GiveUp(Exception):
@@ -101,6 +111,7 @@ def test_giving_up_fails_exactly_what_this_call_claimed(one_claim_and_another_wo
     # What it never claimed is untouched: the rest of the queue, and another worker's image.
     assert statuses[pending[4].pk] == statuses[pending[5].pk] == Image.Status.PENDING
     assert statuses[elsewhere.pk] == Image.Status.PROCESSING
+    assert advisory_locks_held() == 0
 
 
 @pytest.mark.parametrize(
@@ -121,3 +132,4 @@ def test_an_interruption_hands_the_unfinished_claim_back(
     assert set(unfinished.values_list("embedding_status", flat=True)) == {Image.Status.PENDING}
     assert set(unfinished.values_list("embedding_attempts", flat=True)) == {1 if attempt_counts else 0}
     assert Image.objects.get(pk=elsewhere.pk).embedding_status == Image.Status.PROCESSING
+    assert advisory_locks_held() == 0

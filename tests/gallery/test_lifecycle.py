@@ -39,6 +39,100 @@ def test_a_claim_skips_images_another_worker_is_claiming_at_that_moment(image_fa
     assert [image.pk for image in claim.images] == [free.pk]
     assert claim.skipped == [held.pk]
     assert Image.objects.get(pk=held.pk).embedding_status == Image.Status.PENDING
+    lifecycle.claims_end(image_ids=[free.pk])
+
+
+class OtherWorker:
+    """Another worker's claim on its own connection, held until told to end it or to die."""
+
+    def __init__(self, image_ids):
+        self.image_ids, self.claimed = image_ids, None
+        self._ready, self._finish, self._how = threading.Event(), threading.Event(), None
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(timeout=30)
+        return self
+
+    def _run(self):
+        try:
+            self.claimed = [image.pk for image in lifecycle.images_claim(image_ids=self.image_ids).images]
+            self._ready.set()
+            self._finish.wait(timeout=60)
+            if self._how == "end":
+                lifecycle.claims_end(image_ids=self.claimed)
+        finally:
+            # Ending or not, the connection goes: a killed worker's closes the same way.
+            connection.close()
+
+    def finish(self, how: str):
+        self._how = how
+        self._finish.set()
+        self._thread.join()
+
+    def __exit__(self, *exc):
+        if self._thread.is_alive():
+            self.finish("die")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("requeued", [False, True], ids=["still processing", "requeued by the sweeper"])
+def test_images_a_live_worker_is_embedding_are_never_claimed_by_another(image_factory, requeued):
+    """A retried or duplicate message names them, or the sweeper made them pending: still skipped."""
+    busy, free = image_factory(1), image_factory(2)
+    with OtherWorker([busy.pk]) as other:
+        assert other.claimed == [busy.pk]
+        if requeued:
+            Image.objects.filter(pk=busy.pk).update(embedding_status=Image.Status.PENDING)
+        claim = lifecycle.images_claim(image_ids=[busy.pk, free.pk], fill_to=10)
+        assert [image.pk for image in claim.images] == [free.pk]
+        assert claim.skipped == [busy.pk]
+        lifecycle.claims_end(image_ids=[free.pk])
+
+        # Once it has finished with the image (here without storing it), it may be taken.
+        other.finish("end")
+    assert [image.pk for image in lifecycle.images_claim(image_ids=[busy.pk]).images] == [busy.pk]
+    lifecycle.claims_end(image_ids=[busy.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_workers_images_are_claimed_back_at_once(image_factory):
+    """Its connection closed and its locks went with it: a redelivered message need not wait."""
+    image = image_factory(1)
+    with OtherWorker([image.pk]) as other:
+        other.finish("die")
+    assert Image.objects.get(pk=image.pk).embedding_status == Image.Status.PROCESSING
+
+    claim = lifecycle.images_claim(image_ids=[image.pk])
+
+    assert [claimed.pk for claimed in claim.images] == [image.pk]
+    assert Image.objects.get(pk=image.pk).embedding_attempts == 2
+    lifecycle.claims_end(image_ids=[image.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_holds_no_lock_on_what_it_did_not_take(image_factory, settings):
+    """Given-up images and a failed claim leave nothing held on the connection."""
+    settings.EMBEDDING_MAX_ATTEMPTS = 2
+    poison, fine = image_factory(1, embedding_attempts=2), image_factory(2)
+
+    claim = lifecycle.images_claim(image_ids=[poison.pk, fine.pk])
+    assert list(claim.gave_up) == [poison.pk]
+    assert advisory_locks_held() == 1
+    lifecycle.claims_end(image_ids=[fine.pk])
+    assert advisory_locks_held() == 0
+
+    Image.objects.filter(pk=fine.pk).update(embedding_status=Image.Status.PENDING)
+    with pytest.raises(TypeError):
+        lifecycle.images_claim(image_ids=[fine.pk], fill_to="not a number")
+    assert advisory_locks_held() == 0
+
+
+def advisory_locks_held() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db
@@ -53,6 +147,7 @@ def test_a_claim_fills_up_with_the_longest_waiting_images(image_factory):
     assert [image.pk for image in claim.images] == [named.pk, older.pk]
     assert Image.objects.get(pk=newer.pk).embedding_status == Image.Status.PENDING
     assert set(Image.objects.processing().values_list("embedding_attempts", flat=True)) == {1}
+    lifecycle.claims_end(image_ids=[named.pk, older.pk])
 
 
 @pytest.mark.django_db
