@@ -45,22 +45,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import log, percentile  # noqa: E402  (bench/ is on the path when this script runs)
+
 OUT_DIR = ROOT / "bench" / "out"
 GOAL_RATE = 1200.0  # images per second on one H100/H200
 GOAL_RATIO = 0.85  # of the bare decode rate that bounds the worker
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * fraction
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 # --- Photos ---------------------------------------------------------------------------

@@ -48,32 +48,12 @@ end
 
 
 def gunicorn_start(workers: int) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "IMAGEREC_"))}
-    environment.update(DJANGO_SETTINGS_MODULE="imagerec.settings.production", SECRET_KEY="bench-" + "x" * 40,
-                       DEBUG="false", ALLOWED_HOSTS=HOST, DATABASE_URL=os.environ["DATABASE_URL"],
-                       CELERY_BROKER_URL="redis://127.0.0.1:1/0",  # pages enqueue nothing
-                       STATIC_ROOT=str(common.DATA_DIR / "static"))
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=common.ROOT,
-                   env=environment, check=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "imagerec.wsgi:application", "--workers", str(workers),
-         "--bind", f"127.0.0.1:{port}", "--backlog", "256", "--log-level", "warning"],
-        cwd=common.ROOT, env=environment,
+    """gunicorn with fixed options (the earlier runs' set-up), production settings, no broker."""
+    return _gunicorn(
+        ["imagerec.wsgi:application", "--workers", str(workers), "--backlog", "256", "--log-level", "warning"],
+        broker_url="redis://127.0.0.1:1/0",  # pages enqueue nothing
+        probe="/images/1/",
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/images/1/", headers=HEADERS)
-            with urllib.request.urlopen(request, timeout=5):
-                return process, port
-        except OSError as error:  # HTTPError included: an error page means a broken set-up
-            if process.poll() is not None or time.monotonic() > deadline or hasattr(error, "code"):
-                process.kill()
-                raise RuntimeError(f"gunicorn did not serve the site: {error}") from None
-            time.sleep(0.3)
 
 
 def wrk(port: int, path: str, images: int, connections: int, seconds: float, script: str) -> dict:
@@ -138,29 +118,32 @@ def gunicorn_production(broker_url: str, workers: int | None = None, **extra: st
     """gunicorn with the site's own configuration (imagerec/gunicorn.py: its worker count, access
     log and keep-alive), production settings, the broker's Redis (and the cache in it, as the
     settings place it by default)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    if workers:
+        extra["WEB_CONCURRENCY"] = str(workers)
+    return _gunicorn(["--config", "python:imagerec.gunicorn", "imagerec.wsgi"], broker_url=broker_url, probe="/", **extra)
+
+
+def _gunicorn(arguments: list[str], *, broker_url: str, probe: str, **extra: str) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "IMAGEREC_"))}
     environment.update(DJANGO_SETTINGS_MODULE="imagerec.settings.production", SECRET_KEY="bench-" + "x" * 40,
                        DEBUG="false", ALLOWED_HOSTS=HOST, DATABASE_URL=os.environ["DATABASE_URL"],
                        CELERY_BROKER_URL=broker_url, STATIC_ROOT=str(common.DATA_DIR / "static"), **extra)
-    if workers:
-        environment["WEB_CONCURRENCY"] = str(workers)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=common.ROOT,
                    env=environment, check=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "python:imagerec.gunicorn", "--bind", f"127.0.0.1:{port}",
-         "imagerec.wsgi"],
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *arguments],
         cwd=common.ROOT, env=environment, stdout=subprocess.DEVNULL,  # the access log, as a platform would take it
     )
     deadline = time.monotonic() + 60
     while True:
         try:
-            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers=HEADERS),
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{probe}", headers=HEADERS),
                                         timeout=5):
                 return process, port
-        except OSError as error:
+        except OSError as error:  # HTTPError included: an error page means a broken set-up
             if process.poll() is not None or time.monotonic() > deadline or hasattr(error, "code"):
                 process.kill()
                 raise RuntimeError(f"gunicorn did not serve the site: {error}") from None
