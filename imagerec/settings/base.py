@@ -229,6 +229,9 @@ def database_from_url(url: str) -> dict:
     # Set per connection, so a recommendation page needs no extra SET query.
     # iterative_scan lets a filtered HNSW query (one model identity) still fill its LIMIT.
     options["options"] = f"-c hnsw.ef_search={HNSW_EF_SEARCH} -c hnsw.iterative_scan=relaxed_order"
+    # A database host that silently drops packets must fail a page or a /readyz check within
+    # seconds, not hang it for the kernel's minutes-long TCP timeout.
+    options.setdefault("connect_timeout", 5)
     database["CONN_MAX_AGE"] = CONN_MAX_AGE
     database["CONN_HEALTH_CHECKS"] = True
     return database
