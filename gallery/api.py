@@ -27,7 +27,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as framework_exception_handler
 
-from imagerec.imaging import load_rgb
 from similarity import search
 from similarity.selectors import images_similar_to
 
@@ -270,14 +269,10 @@ class SearchView(ApiView):
     )
     def post(self, request):
         form = _valid(SearchRequest, request.data)
-        photo = form["photo"]
-        photo.seek(0)
-        jpeg = search.query_picture(load_rgb(photo))
+        k = form.get("k") or settings.RECOMMENDATIONS_K
         try:
-            identity, vector = search.query_vector(jpeg=jpeg)
+            similar = search.images_similar_to_picture(picture=form["photo"], k=k, tag=form.get("tag"))
         except search.SearchUnavailable as error:
             return json_error(503, str(error))
-        k = form.get("k") or settings.RECOMMENDATIONS_K
-        similar = search.images_similar_to_vector(vector=vector, identity=identity, k=k, tag=form.get("tag"))
         selectors.images_prefetch_renditions(images=[item.image for item in similar])
         return Response(SearchResultSerializer({"similar": similar}).data)

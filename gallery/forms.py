@@ -68,8 +68,7 @@ class SearchForm(forms.Form):
     )
 
     def clean_photo(self):
-        from .validation import inspect_image
+        """The decoded picture (decoding is the check): raises ValidationError with the reason."""
+        from .validation import picture_validate
 
-        photo = self.cleaned_data["photo"]
-        inspect_image(photo)  # raises ValidationError with the reason
-        return photo
+        return picture_validate(self.cleaned_data["photo"])

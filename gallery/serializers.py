@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from . import selectors
 from .models import Image, Tag
-from .validation import inspect_image
+from .validation import picture_validate
 
 NULLABLE_URL = serializers.CharField(allow_null=True, help_text="null until the renditions are made.")
 
@@ -147,8 +147,8 @@ class SearchRequest(TagQuery):
     k = k_field()
 
     def validate_photo(self, photo):
-        inspect_image(photo)  # a Django ValidationError with the reason becomes this field's error
-        return photo
+        """The decoded picture; a Django ValidationError with the reason becomes this field's error."""
+        return picture_validate(photo)
 
 
 class ImagePageSerializer(serializers.Serializer):

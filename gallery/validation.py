@@ -51,8 +51,8 @@ def file_sha256(upload) -> str:
     return digest.hexdigest()
 
 
-def _decode_fully(upload, max_pixels: int) -> tuple[str, int, int]:
-    """Decode every byte (a JPEG at reduced scale: truncation still shows) and describe it."""
+def _decode_fully(upload, max_pixels: int) -> imaging.Decoded:
+    """Decode every byte (a JPEG at reduced scale: truncation still shows)."""
     upload.seek(0)
     try:
         decoded = imaging.decode(upload, max_pixels=max_pixels, allowed_formats=ALLOWED_FORMATS, strict=True)
@@ -82,11 +82,24 @@ def _decode_fully(upload, max_pixels: int) -> tuple[str, int, int]:
         ) from None
     finally:
         upload.seek(0)
-    return decoded.format, decoded.width, decoded.height
+    return decoded
 
 
 def inspect_image(upload) -> ImageFacts:
     """Validate an uploaded file and describe it, or raise ValidationError saying why not."""
+    decoded = _validated_decode(upload)
+    return ImageFacts(
+        format=decoded.format, width=decoded.width, height=decoded.height, file_size=upload.size,
+        sha256=file_sha256(upload),
+    )
+
+
+def picture_validate(upload):
+    """The upright RGB picture of an upload judged like any other (a visitor's search photo)."""
+    return _validated_decode(upload).picture
+
+
+def _validated_decode(upload) -> imaging.Decoded:
     size = upload.size
     if not size:
         raise ValidationError("The file is empty.", code="empty")
@@ -97,5 +110,4 @@ def inspect_image(upload) -> ImageFacts:
             code="too_large",
             params={"size": filesizeformat(size), "max": filesizeformat(max_bytes)},
         )
-    image_format, width, height = _decode_fully(upload, settings.IMAGE_MAX_PIXELS)
-    return ImageFacts(format=image_format, width=width, height=height, file_size=size, sha256=file_sha256(upload))
+    return _decode_fully(upload, settings.IMAGE_MAX_PIXELS)

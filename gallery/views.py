@@ -4,7 +4,6 @@ from django.utils.decorators import method_decorator
 from django.views.generic import DetailView, FormView, ListView
 from django_ratelimit.decorators import ratelimit
 
-from imagerec.imaging import load_rgb
 from similarity import search
 from similarity.selectors import images_similar_to
 
@@ -86,16 +85,12 @@ class SearchView(FormView):
     form_class = SearchForm
 
     def form_valid(self, form):
-        photo = form.cleaned_data["photo"]
         k = form.cleaned_data["k"] or settings.RECOMMENDATIONS_K
-        photo.seek(0)
-        jpeg = search.query_picture(load_rgb(photo))
         try:
-            identity, vector = search.query_vector(jpeg=jpeg)
+            similar = search.images_similar_to_picture(picture=form.cleaned_data["photo"], k=k)
         except search.SearchUnavailable as error:
             context = self.get_context_data(form=form, unavailable=str(error))
             return self.render_to_response(context, status=503)
-        similar = search.images_similar_to_vector(vector=vector, identity=identity, k=k)
         selectors.images_prefetch_renditions(images=[item.image for item in similar])
         return self.render_to_response(self.get_context_data(form=form, similar_images=similar, searched=True))
 

@@ -76,6 +76,12 @@ def query_vector(*, jpeg: bytes, timeout: float | None = None) -> tuple[str, np.
     return answer["identity"], np.asarray(answer["vector"], dtype=np.float32)
 
 
+def images_similar_to_picture(*, picture: Image.Image, k: int, tag=None) -> list[SimilarImage]:
+    """The k gallery images most like a visitor's (decoded, upright) picture; SearchUnavailable if no worker answers."""
+    identity, vector = query_vector(jpeg=query_picture(picture))
+    return images_similar_to_vector(vector=vector, identity=identity, k=k, tag=tag)
+
+
 def images_similar_to_vector(*, vector: np.ndarray, identity: str, k: int, tag=None) -> list[SimilarImage]:
     """The k gallery images nearest to a vector that is not stored: one HNSW query."""
     rows = Embedding.objects.for_model(identity)
