@@ -178,19 +178,19 @@ class Image(models.Model):
         format browsers cannot show (TIFF). Until the renditions exist, ``src`` is empty and
         pages show a placeholder of the picture's shape.
         """
-        sizes = self._renditions_by_width
-        if not sizes:
-            return Thumbnail(src="", width=self.width, height=self.height)
-        width, height, url = sizes[0]
-        return Thumbnail(src=url, width=width, height=height, srcset=", ".join(f"{u} {w}w" for w, _, u in sizes))
+        return self._rendition_offered(0)
 
     @property
     def picture(self) -> Thumbnail:
         """For the image's own page: the largest rendition, the smaller ones in srcset."""
+        return self._rendition_offered(-1)
+
+    def _rendition_offered(self, index: int) -> Thumbnail:
+        """The rendition at ``index`` (by width) as src, every rendition in srcset."""
         sizes = self._renditions_by_width
         if not sizes:
             return Thumbnail(src="", width=self.width, height=self.height)
-        width, height, url = sizes[-1]
+        width, height, url = sizes[index]
         return Thumbnail(src=url, width=width, height=height, srcset=", ".join(f"{u} {w}w" for w, _, u in sizes))
 
 
