@@ -170,6 +170,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request ids first, so every other middleware's log lines carry one; then the request
+    # metrics, so their latency includes all the other middleware.
+    "imagerec.observability.middleware.RequestIdMiddleware",
+    "imagerec.observability.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files before anything else touches the request: https://whitenoise.readthedocs.io/
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -182,16 +186,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A rate limit's refusal becomes RATELIMIT_VIEW's 429 page.
     "django_ratelimit.middleware.RatelimitMiddleware",
-]
-# Marks the requests whose reads may go to a read replica (imagerec/db_router.py).
-MIDDLEWARE.append("imagerec.db_router.ReplicaReadsMiddleware")
-
-# Request ids first, so every other middleware's log lines carry one; then the request
-# metrics, so their latency includes all the other middleware.
-MIDDLEWARE = [
-    "imagerec.observability.middleware.RequestIdMiddleware",
-    "imagerec.observability.middleware.RequestMetricsMiddleware",
-    *MIDDLEWARE,
+    # Marks the requests whose reads may go to a read replica (imagerec/db_router.py).
+    "imagerec.db_router.ReplicaReadsMiddleware",
 ]
 
 ROOT_URLCONF = "imagerec.urls"
@@ -272,12 +268,6 @@ SERVE_RENDITIONS = env.bool("SERVE_RENDITIONS", default=DEBUG and MEDIA_STORAGE 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # Production: compressed, with content hashes in the names (collectstatic). Local runs
-    # and tests serve the files as they are, found where they lie.
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
 WHITENOISE_USE_FINDERS = DEBUG
 
 
@@ -338,8 +328,8 @@ def media_storages(
     }
 
 
-STORAGES.update(
-    media_storages(
+STORAGES = {
+    **media_storages(
         MEDIA_STORAGE,
         bucket=AWS_STORAGE_BUCKET_NAME,
         endpoint_url=AWS_S3_ENDPOINT_URL,
@@ -347,8 +337,11 @@ STORAGES.update(
         renditions_bucket=AWS_RENDITIONS_BUCKET_NAME,
         renditions_acl=AWS_RENDITIONS_ACL,
         renditions_domain=RENDITIONS_CUSTOM_DOMAIN,
-    )
-)
+    ),
+    # Production: compressed, with content hashes in the names (collectstatic). Local runs
+    # and tests serve the files as they are, found where they lie.
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # An admin may send many photos at once; Django's default caps are for ordinary forms.
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
