@@ -1,7 +1,8 @@
-"""Renditions: smaller, re-encoded copies of an image for pages (camera metadata left behind)."""
+"""Renditions: smaller, re-encoded copies of an image for pages: pixels in sRGB, no metadata at all."""
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from collections.abc import Iterable
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from PIL import Image as PILImage
+from PIL import ImageCms
 
 from imagerec.imaging import UndecodableImage, load_rgb
 
@@ -18,16 +20,40 @@ from .storage import stored_file_delete
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _srgb_pixels(picture: PILImage.Image) -> PILImage.Image:
+    """The picture's pixels in sRGB, and nothing else: no profile, EXIF, XMP, comment or text.
+
+    Pillow carries ``info`` through every operation and writes some of it back on save (a
+    JPEG comment, XMP), so the pixels are copied into a new image that has none. Colours
+    are converted from the embedded profile first, so a wide-gamut or otherwise tagged photo
+    looks the same; the result has no profile at all, since browsers take an untagged JPEG
+    as sRGB and an embedded profile would be metadata of its own (who made it, on what).
+    """
+    icc_profile = picture.info.get("icc_profile")
+    if icc_profile and picture.mode == "RGB":
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            if source.profile.xcolor_space.strip() == "RGB":
+                picture = ImageCms.profileToProfile(picture, source, _srgb(), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            # A damaged or unusual profile: the pixels are shown as they are, as a browser
+            # that cannot read the profile would show them.
+            logger.info("Colour profile not applied", exc_info=True)
+    return PILImage.frombytes("RGB", picture.size, picture.convert("RGB").tobytes())
+
+
 def _render(picture: PILImage.Image, *, spec: int) -> tuple[bytes, int, int]:
-    """Scale down (never up) to ``spec`` pixels wide and re-encode: no metadata survives."""
+    """Scale down (never up) to ``spec`` pixels wide and re-encode: pixels only (``_srgb_pixels``)."""
     width = min(spec, picture.width)
     height = max(1, round(picture.height * width / picture.width))
     scaled = picture if width == picture.width else picture.resize((width, height), PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    # Only the colour profile is carried over; EXIF (camera, GPS) and comments are not.
-    scaled.save(
-        buffer, "JPEG", quality=82, optimize=True, progressive=True, icc_profile=picture.info.get("icc_profile")
-    )
+    scaled.save(buffer, "JPEG", quality=82, optimize=True, progressive=True)
     return buffer.getvalue(), width, height
 
 
@@ -46,6 +72,7 @@ def renditions_create(*, image: Image) -> list[Rendition]:
             picture = load_rgb(handle, draft_min_side=max(RENDITION_WIDTHS))
     except FileNotFoundError:
         raise UndecodableImage("The stored file is missing.") from None
+    picture = _srgb_pixels(picture)
     created = []
     for spec in missing:
         content, width, height = _render(picture, spec=spec)
