@@ -20,9 +20,15 @@ Pillow's own decompression-bomb limit is set once per process by ``configure_pil
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import glob
+import io
 import os
+import re
+import struct
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -73,27 +79,89 @@ def configure_pillow(*, max_pixels: int) -> None:
 
     Pillow refuses images over twice ``max_pixels`` in ``Image.open``; between one and two
     times it only warns, so the warning is silenced and every call checks the limit itself.
-    Pillow's warnings about malformed metadata ("Corrupt EXIF data") and libtiff's messages
-    on standard error say nothing the caller does not learn from the decode itself (a file
-    that cannot be read is refused with the reason), and would spill over progress bars.
+    Pillow's warnings about malformed metadata ("Corrupt EXIF data") say nothing the caller
+    does not learn from the decode itself, and would spill over progress bars; libtiff's
+    messages are taken off standard error and kept for the decode that caused them.
     """
     Image.MAX_IMAGE_PIXELS = max_pixels
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-    _silence_libtiff()
+    _install_libtiff_handlers()
 
 
-def _silence_libtiff() -> None:
-    """libtiff prints its warnings and errors to standard error; the errors still reach us."""
+# libtiff reports through process-wide handlers, called on the thread that decodes. Each
+# decode collects the messages of its own thread only, so threads never see each other's.
+_libtiff_reports = threading.local()
+_PRINTF_CONVERSION = re.compile(r"%[-+ #0-9.*]*[hljztL]*[a-zA-Z%]")
+# void (*)(const char *module, const char *fmt, va_list): the format string, unformatted,
+# says what went wrong well enough; formatting a va_list from Python is not portable.
+_LIBTIFF_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+
+def _libtiff_handler(severity: str):
+    def record(module: bytes | None, message: bytes | None, _arguments) -> None:
+        messages = getattr(_libtiff_reports, "messages", None)
+        if messages is not None:
+            messages.append(
+                (severity, (module or b"").decode("utf-8", "replace"), (message or b"").decode("utf-8", "replace"))
+            )
+
+    return _LIBTIFF_HANDLER(record)
+
+
+# Module-level, so ctypes keeps the callbacks alive for as long as libtiff may call them.
+_ON_LIBTIFF_WARNING = _libtiff_handler("warning")
+_ON_LIBTIFF_ERROR = _libtiff_handler("error")
+
+
+@functools.cache
+def _install_libtiff_handlers() -> bool:
+    """Route libtiff's warnings and errors to ``_libtiff_reports`` (once per process).
+
+    Without it libtiff prints them on standard error, where nobody can tell which file
+    they were about. Returns whether Pillow's libtiff was found.
+    """
     import PIL
 
     found = glob.glob(os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs", "libtiff*.so*"))
     try:
         libtiff = ctypes.CDLL(found[0] if found else "libtiff.so.6")
-        libtiff.TIFFSetWarningHandler(None)
-        libtiff.TIFFSetErrorHandler(None)
+        libtiff.TIFFSetWarningHandler.argtypes = [_LIBTIFF_HANDLER]
+        libtiff.TIFFSetErrorHandler.argtypes = [_LIBTIFF_HANDLER]
+        libtiff.TIFFSetWarningHandler.restype = libtiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
+        libtiff.TIFFSetWarningHandler(_ON_LIBTIFF_WARNING)
+        libtiff.TIFFSetErrorHandler(_ON_LIBTIFF_ERROR)
     except (OSError, AttributeError):
-        pass  # another build of Pillow: its messages stay on standard error, nothing else changes
+        return False  # another build of Pillow: its messages stay on standard error
+    return True
+
+
+@contextlib.contextmanager
+def _libtiff_messages():
+    """The (severity, module, message) triples libtiff reports on this thread meanwhile."""
+    outer = getattr(_libtiff_reports, "messages", None)
+    _libtiff_reports.messages = messages = []
+    try:
+        yield messages
+    finally:
+        _libtiff_reports.messages = outer
+
+
+def _libtiff_damage(messages) -> str | None:
+    """The first libtiff message that means the picture data is damaged, or None.
+
+    Every error counts. A warning counts only when a codec gave it while decoding pixels
+    (its module names a decoder, such as Fax3Decode1D or LZWDecode, or is libjpeg inside a
+    TIFF): a damaged fax strip only draws warnings ("Premature EOF", "Line length mismatch")
+    and is otherwise drawn half blank. Warnings from reading the directory ("Unknown field
+    with tag", "ASCII value ... does not end in null byte", an unsorted directory) are about
+    metadata that decoding does not need: valid files from many writers draw them.
+    """
+    for severity, module, message in messages:
+        if severity == "error" or "Decode" in module or module == "JPEGLib":
+            # The arguments stay unformatted (see _LIBTIFF_HANDLER): show where they go.
+            return "the picture data is damaged (libtiff: " + _PRINTF_CONVERSION.sub("…", message).strip() + ")"
+    return None
 
 
 @dataclass(frozen=True)
@@ -147,13 +215,17 @@ def decode(
 
     ``max_pixels`` defaults to the limit ``configure_pillow`` set. ``draft_min_side=None``
     decodes JPEGs at full scale. Raises UndecodableImage, or one of its kinds: NotAnImage,
-    TooManyPixels, or UnsupportedFormat when the file is not one of ``allowed_formats``.
-    ``strict`` (upload validation) also refuses TIFFs whose compressed data is cut short,
-    which libtiff reports only as a warning while it returns a partly decoded picture.
+    TooManyPixels, or UnsupportedFormat when the file is not one of ``allowed_formats``;
+    nothing else, whatever the bytes.
+    ``strict`` (upload validation) also refuses TIFFs that libtiff decodes only in part:
+    compressed data cut short or damaged, which libtiff reports as a warning or an error
+    (or not at all, for a fax strip that ends early) while it returns a picture with holes.
     """
     max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if strict:
+        _install_libtiff_handlers()
     try:
-        with Image.open(source) as image:
+        with _libtiff_messages() as libtiff_messages, Image.open(source) as image:
             image_format = image.format or ""
             if allowed_formats is not None and image_format not in allowed_formats:
                 raise UnsupportedFormat(image_format)
@@ -169,7 +241,7 @@ def decode(
                     image.draft("RGB", (max(1, round(stored_size[0] * scale)), max(1, round(stored_size[1] * scale))))
             image.load()
             if strict and image_format == "TIFF":
-                damage = _tiff_damage(image, source)
+                damage = _libtiff_damage(libtiff_messages) or _tiff_damage(image, source)
                 if damage:
                     raise UndecodableImage(f"The image cannot be decoded: {damage}.", damage)
             # Always a new image (transposed, or a copy), so its pixels outlive the file.
@@ -181,7 +253,11 @@ def decode(
     except Image.DecompressionBombError:
         # Over twice Pillow's own limit: refused by Image.open before the size is known to us.
         raise TooManyPixels(Image.MAX_IMAGE_PIXELS or max_pixels) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except Exception as error:
+        # The decoder's boundary. Hostile or damaged bytes make Pillow and its codecs raise
+        # whatever their parsing code meets (TypeError for a TIFF without ImageWidth, KeyError,
+        # IndexError, struct.error, ZeroDivisionError, SyntaxError...), and no list of kinds
+        # stays complete: every one of them means the file cannot be decoded.
         detail = str(error) or type(error).__name__
         if detail.startswith("decoder error"):
             detail = "the compressed picture data is damaged"
@@ -194,13 +270,18 @@ def decode(
 
 DEFLATE = (8, 32946)
 JPEG_IN_TIFF = 7
+FAX = (2, 3, 4)  # CCITT modified Huffman, T.4 and T.6
+# Bytes that no intact strip's decoder ever reaches (see _fax_strip_short): random, so
+# that a decoder that does read them draws something other than blank rows, or complains.
+_PAST_THE_END = bytes(np.random.default_rng(15).integers(0, 256, 512, dtype=np.uint8))
 
 
 def _tiff_damage(image: Image.Image, source) -> str | None:
     """Why the TIFF's strips or tiles cannot all be whole, or None.
 
     Checks what libtiff lets pass: every strip inside the file, every deflate stream
-    complete, every JPEG strip ending with its end-of-image marker.
+    complete, every JPEG strip ending with its end-of-image marker, every fax strip long
+    enough for all its rows.
     """
     tags = image.tag_v2
     compression = tags.get(259, 1)
@@ -227,10 +308,98 @@ def _tiff_damage(image: Image.Image, source) -> str | None:
                     return "the compressed picture data is damaged"
                 if not stream.eof:
                     return "the compressed picture data ends early"
+        if compression in FAX:
+            handle.seek(0)
+            if _fax_strip_short(image, handle.read()):
+                return "the compressed picture data ends early"
     finally:
         if handle is not source:
             handle.close()
     return None
+
+
+def _fax_strip_short(image: Image.Image, data: bytes) -> bool:
+    """Whether the decoder of a fax (CCITT) strip or tile stops anywhere but at its end.
+
+    libtiff's fax decoders stop silently where the data ends, or at an end-of-line code in
+    the middle of a 2D strip (a run of zero bytes: a file cut short and padded), and leave the
+    remaining rows blank ("don't error on badly-terminated strips"). Nothing in the data says
+    how long it should be, so decode twice more, each strip changed: with bytes appended, an
+    intact strip is decoded to its last row before reaching them, and its picture does not
+    change; with its last bytes overwritten as well, the picture of an intact strip changes,
+    as its decoder reads them for its last rows (past those, only an end-of-block code and
+    padding: fewer than _FAX_TAIL bytes).
+    """
+    original = image.tobytes()
+    appended = _decoded_with_strips(data, image, overwrite=0)
+    if appended != original:
+        return True
+    if min(image.tag_v2.get(279) or image.tag_v2.get(325)) <= 2 * _FAX_TAIL:
+        return False  # a picture this small has no room for rows left blank
+    overwritten = _decoded_with_strips(data, image, overwrite=_FAX_TAIL)
+    return overwritten == original
+
+
+_FAX_TAIL = 16
+
+
+def _decoded_with_strips(data: bytes, image: Image.Image, *, overwrite: int) -> bytes | None:
+    """The pixels decoded with every strip's last ``overwrite`` bytes replaced and more appended.
+
+    None when libtiff complains or fails: a decoder that reads past the end cannot decode.
+    """
+    patched = _with_strips_extended(data, image.tag_v2, overwrite=overwrite)
+    if patched is None:
+        return image.tobytes() if not overwrite else None
+    with _libtiff_messages() as messages:
+        try:
+            with Image.open(io.BytesIO(patched)) as probe:
+                probe.seek(image.tell())
+                probe.load()
+                pixels = probe.tobytes()
+        except Exception:  # noqa: BLE001 - the changed strips may be undecodable, which answers too
+            return None
+    return None if messages else pixels
+
+
+def _with_strips_extended(data: bytes, tags, *, overwrite: int) -> bytes | None:
+    """``data`` with the last ``overwrite`` bytes of every strip (or tile) of the directory
+    ``tags`` replaced by _PAST_THE_END, and _PAST_THE_END appended after each.
+
+    The strips are copied to the end of the file and the directory entries for their
+    offsets and byte counts are pointed at new arrays. None for what this does not rewrite
+    (BigTIFF).
+    """
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
+        return None
+    offsets_tag, counts_tag = (273, 279) if 273 in tags else (324, 325)
+    offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+    directory = tags.offset
+    if not offsets or not counts or directory is None:
+        return None
+    out = bytearray(data)
+    new_offsets, new_counts = [], []
+    for offset, count in zip(offsets, counts):
+        kept = max(0, count - overwrite)
+        out += bytes(len(out) % 2)
+        new_offsets.append(len(out))
+        out += data[offset : offset + kept] + _PAST_THE_END[: count - kept] + _PAST_THE_END
+        new_counts.append(count + len(_PAST_THE_END))
+    (entries,) = struct.unpack_from(order + "H", data, directory)
+    for index in range(entries):
+        entry = directory + 2 + 12 * index
+        (tag,) = struct.unpack_from(order + "H", data, entry)
+        values = {offsets_tag: new_offsets, counts_tag: new_counts}.get(tag)
+        if values is None:
+            continue
+        if len(values) == 1:
+            struct.pack_into(order + "HHII", out, entry, tag, 4, 1, values[0])
+        else:
+            out += bytes(len(out) % 2)
+            struct.pack_into(order + "HHII", out, entry, tag, 4, len(values), len(out))
+            out += struct.pack(order + f"{len(values)}I", *values)
+    return bytes(out)
 
 
 def load_rgb(source, *, max_pixels: int | None = None, draft_min_side: int | None = DRAFT_MIN_SIDE) -> Image.Image:
