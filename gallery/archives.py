@@ -24,6 +24,21 @@ from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.template.defaultfilters import filesizeformat
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a first entry, or an empty archive
+# Archives inside an archive are refused, whatever their kind: one level is opened, under
+# limits checked on the bytes it really holds; each nested level would multiply what a small
+# upload can unpack, and would need limits and damage checks of its own.
+ARCHIVE_SIGNATURES = (
+    b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08",  # zip (a first entry, empty, spanned)
+    b"\x1f\x8b",  # gzip
+    b"BZh",  # bzip2
+    b"\xfd7zXZ\x00",  # xz
+    b"(\xb5/\xfd",  # zstandard
+    b"7z\xbc\xaf\x27\x1c",  # 7-Zip
+    b"Rar!\x1a\x07",  # RAR 4 and 5
+    b"MSCF",  # cabinet
+)
+TAR_MAGIC, TAR_MAGIC_OFFSET = b"ustar", 257
+NESTED_ARCHIVE_ERROR = "Archives inside archives are not accepted."
 # Folders and files that archiving tools add on their own; skipped without a word.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 DISPLAY_PATH_MAX_LENGTH = 200
@@ -62,6 +77,29 @@ class ExtractedArchive:
         for member in self.members:
             if member.upload is not None:
                 member.upload.close()  # a TemporaryUploadedFile is deleted when closed
+
+
+def _directory_starts_the_file(archive: zipfile.ZipFile) -> bool:
+    """Whether the directory zipfile found describes this file from its first byte.
+
+    zipfile searches the end of the file for a directory and, when the one it finds sits
+    after where it claims to be, reads it as an archive appended to other data. An upload
+    starts with a zip signature (``is_zip_archive``), so such a shift can only mean damage:
+    most often an archive cut short, whose own directory is gone, leaving that of a zip stored
+    inside it to be found and read in its place.
+    """
+    entries = archive.infolist()
+    if not entries:
+        return archive.start_dir == 0  # an empty archive is its end record alone
+    return min(entry.header_offset for entry in entries) == 0
+
+
+def is_archive(upload) -> bool:
+    """Whether the file is an archive or compressed stream of a common kind, by its first bytes."""
+    upload.seek(0)
+    head = upload.read(TAR_MAGIC_OFFSET + len(TAR_MAGIC))
+    upload.seek(0)
+    return head.startswith(ARCHIVE_SIGNATURES) or head[TAR_MAGIC_OFFSET:].startswith(TAR_MAGIC)
 
 
 def is_zip_archive(upload) -> bool:
@@ -147,13 +185,17 @@ def zip_members(*, upload) -> ExtractedArchive:
     declared = _declared_entry_count(upload)
     if declared is not None and declared > max_members:
         raise _too_many_members(declared, max_members)
+    damaged = ValidationError(
+        "The file looks like a zip archive but cannot be opened: it is damaged or incomplete.",
+        code="zip_damaged",
+    )
     try:
         archive = zipfile.ZipFile(upload)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError):
-        raise ValidationError(
-            "The file looks like a zip archive but cannot be opened: it is damaged or incomplete.",
-            code="zip_damaged",
-        ) from None
+        raise damaged from None
+    if not _directory_starts_the_file(archive):
+        archive.close()
+        raise damaged
 
     extracted = ExtractedArchive()
     try:
@@ -177,6 +219,10 @@ def zip_members(*, upload) -> ExtractedArchive:
                     member.error = "Encrypted entries are not accepted."
                 else:
                     total = _copy_out(archive, entry, member, total=total, max_total=max_total, max_member=max_member)
+                    if member.upload is not None and is_archive(member.upload):
+                        member.error = NESTED_ARCHIVE_ERROR
+                        member.upload.close()
+                        member.upload = None
     except BaseException:
         extracted.close()
         raise

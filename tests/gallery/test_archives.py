@@ -1,11 +1,16 @@
 """Zip archives in the admin's upload: opened safely, every member reported, limits enforced."""
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import struct
+import tarfile
 import zipfile
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from gallery.archives import display_path, is_junk, is_unsafe_path, zip_members
@@ -204,3 +209,65 @@ def test_extracted_copies_are_deleted_when_done():
         copy_path = member.upload.temporary_file_path()
         assert open(copy_path, "rb").read() == photo(1)
     assert not os.path.exists(copy_path)
+
+
+# --- Damaged and nested archives -----------------------------------------------------------
+
+
+def archive_with_a_zip_inside() -> bytes:
+    """Stored, not deflated: the inner archive's own directory is there to be found in the bytes."""
+    inner = make_zip([("inner.jpg", photo(2))], compression=zipfile.ZIP_STORED)
+    return make_zip([("outer.jpg", photo(1)), ("inner.zip", inner), ("last.jpg", photo(3))], compression=zipfile.ZIP_STORED)
+
+
+def test_an_archive_cut_short_anywhere_is_damaged_and_never_read_as_the_zip_inside_it():
+    whole = archive_with_a_zip_inside()
+    assert zipfile.ZipFile(io.BytesIO(whole[: whole.index(b"last.jpg")])).namelist() == ["inner.jpg"]  # zipfile alone
+    for length in range(len(b"PK\x03\x04"), len(whole)):
+        with pytest.raises(ValidationError) as refused:
+            zip_members(upload=upload("cut.zip", whole[:length]))
+        assert refused.value.code == "zip_damaged", length
+
+
+def test_a_cut_short_archive_adds_nothing_and_says_it_is_damaged(staff_client):
+    whole = archive_with_a_zip_inside()
+    response = staff_client.post(ADD_URL, {"files": [upload("cut.zip", whole[: whole.index(b"last.jpg")])]})
+    assert response.status_code == 200
+    assert "cut.zip: The file looks like a zip archive but cannot be opened: it is damaged" in form_errors(response)
+    assert Image.objects.count() == 0
+
+
+def tar_of(name: str, content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        entry = tarfile.TarInfo(name)
+        entry.size = len(content)
+        archive.addfile(entry, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+NESTED = {
+    "inner.zip": make_zip([("a.jpg", photo(4))]),
+    "empty.zip": make_zip([]),
+    "looks-like-a.jpg": make_zip([("a.jpg", photo(5))]),
+    "photos.tar": tar_of("a.jpg", photo(6)),
+    "photos.tar.gz": gzip.compress(tar_of("a.jpg", photo(6))),
+    "photo.jpg.gz": gzip.compress(photo(7)),
+    "photos.tar.bz2": bz2.compress(tar_of("a.jpg", photo(6))),
+    "photos.tar.xz": lzma.compress(tar_of("a.jpg", photo(6))),
+    "photos.7z": b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(200),
+    "photos.rar": b"Rar!\x1a\x07\x01\x00" + bytes(200),
+}
+
+
+def test_archives_inside_an_archive_are_refused_and_the_other_members_added(staff_client):
+    entries = [("first.jpg", photo(1)), *NESTED.items(), ("last.jpg", photo(2))]
+    response = staff_client.post(ADD_URL, {"files": [zip_upload("nested.zip", entries)]})
+
+    assert response.status_code == 200
+    rows = result_rows(response)
+    assert list(rows) == [f"nested.zip: {name}" for name, _ in entries]
+    assert rows["nested.zip: first.jpg"].status == rows["nested.zip: last.jpg"].status == "added"
+    for name in NESTED:
+        assert rows[f"nested.zip: {name}"].error == "Archives inside archives are not accepted.", name
+    assert sorted(Image.objects.values_list("original_name", flat=True)) == ["first.jpg", "last.jpg"]
