@@ -1,3 +1,5 @@
+import os
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -18,6 +20,9 @@ from similarity.weights import WeightsUnavailable, model_identity
 from . import pipeline, selectors, services
 from .forms import ImageUploadForm
 from .models import Image
+
+# The detected format's usual extension (Pillow's format names; others are lower-cased).
+DOWNLOAD_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
 def _added_message(outcome) -> str:
@@ -144,8 +149,13 @@ class ImageAdmin(admin.ModelAdmin):
             handle = image.file.open("rb")
         except FileNotFoundError:
             raise Http404("The stored file is missing.") from None
-        content_type = f"image/{image.format.lower()}"
-        return FileResponse(handle, as_attachment=True, filename=image.original_name, content_type=content_type)
+        # The name's extension is the detected format's, never the uploaded one's: a JPEG sent
+        # as "photo.exe" downloads as "photo.jpg", so no program is started by opening it.
+        extension = DOWNLOAD_EXTENSIONS.get(image.format, image.format.lower())
+        filename = f"{os.path.splitext(image.original_name)[0] or 'image'}.{extension}"
+        return FileResponse(
+            handle, as_attachment=True, filename=filename, content_type=f"image/{image.format.lower()}"
+        )
 
     # --- Adding: one form, one file or many ------------------------------------------
 
@@ -165,12 +175,9 @@ class ImageAdmin(admin.ModelAdmin):
             outcomes = services.images_create(
                 uploads=form.cleaned_data["files"],
                 caption=form.cleaned_data["caption"],
+                tag_names=services.tags_from_text(form.cleaned_data["tags"]),
                 uploaded_by=request.user,
             )
-            tag_names = services.tags_from_text(form.cleaned_data["tags"])
-            tagged = [outcome.image.pk for outcome in outcomes if outcome.image is not None]
-            if tag_names and tagged:
-                services.images_tag(image_ids=tagged, names=tag_names)
             if all(outcome.status == "added" and not outcome.archive for outcome in outcomes):
                 for outcome in outcomes:
                     self.message_user(request, _added_message(outcome), messages.SUCCESS)

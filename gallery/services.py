@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -23,6 +24,10 @@ from .models import Image, Tag
 from .pipeline import images_follow_up_enqueue
 from .storage import stored_file_delete
 from .validation import clean_original_name, file_sha256, inspect_image
+
+logger = logging.getLogger(__name__)
+
+UNEXPECTED_ERROR = "It could not be added: an unexpected error, logged for the administrators."
 
 
 class DuplicateImageError(Exception):
@@ -58,10 +63,14 @@ def caption_from_filename(name: str) -> str:
     return re.sub(r"[\s_\-.]+", " ", stem).strip()[:300]
 
 
-def image_create(*, upload, caption: str = "", uploaded_by=None, enqueue: bool = True) -> Image:
-    """Validate and store one uploaded image, then queue its embedding and renditions once committed.
+def image_create(
+    *, upload, caption: str = "", tag_names: Iterable[str] = (), uploaded_by=None, enqueue: bool = True
+) -> Image:
+    """Validate and store one uploaded image with its tags, then queue its follow-up work once committed.
 
-    Raises ValidationError for a file that is not an acceptable image and
+    The row, its tags and its file are one transaction: the image's embedding and renditions
+    are published when that transaction commits (``enqueue``), whatever happens to other files
+    of the same batch. Raises ValidationError for a file that is not an acceptable image and
     DuplicateImageError when the same content is already stored. Either way nothing is
     written: no row, no file, no task.
     """
@@ -81,10 +90,13 @@ def image_create(*, upload, caption: str = "", uploaded_by=None, enqueue: bool =
         sha256=facts.sha256,
         uploaded_by=uploaded_by,
     )
+    tag_names = list(tag_names)
     try:
         with transaction.atomic():
             image.file.save(original_name, upload, save=False)
             image.save()
+            if tag_names:
+                images_tag(image_ids=[image.pk], names=tag_names)
             if enqueue:
                 images_follow_up_enqueue(image_ids=[image.pk])
     except IntegrityError:
@@ -100,72 +112,126 @@ def image_create(*, upload, caption: str = "", uploaded_by=None, enqueue: bool =
     return image
 
 
-def _upload_outcome(*, upload, name: str, caption: str, uploaded_by, archive: str = "") -> UploadOutcome:
+def _unexpected_failure(name: str, archive: str = "") -> UploadOutcome:
+    """A bug met while adding one file: that file is refused, the rest of the batch goes on."""
+    logger.exception("Adding %r failed unexpectedly", name, extra={"upload_name": name, "archive": archive})
+    return UploadOutcome(name=name, error=UNEXPECTED_ERROR, archive=archive)
+
+
+def _upload_outcome(
+    *, upload, name: str, caption: str, tag_names: Iterable[str] = (), uploaded_by, archive: str = ""
+) -> UploadOutcome:
+    """Add one file on its own: whatever becomes of it, an outcome and never an exception."""
     try:
-        image = image_create(upload=upload, caption=caption, uploaded_by=uploaded_by, enqueue=False)
+        image = image_create(upload=upload, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by)
     except ValidationError as error:
         return UploadOutcome(name=name, error=" ".join(error.messages), archive=archive)
     except DuplicateImageError as error:
         return UploadOutcome(name=name, duplicate_of=error.existing, archive=archive)
+    except Exception:
+        return _unexpected_failure(name, archive)
     return UploadOutcome(name=name, image=image, archive=archive)
 
 
-def images_create(*, uploads, caption: str = "", uploaded_by=None) -> list[UploadOutcome]:
-    """Add many files; each succeeds or fails on its own. Follow-up work is queued once, on commit.
-
-    A zip archive among them is opened and each of its images is added like a file of its
-    own; an archive that breaks a limit is refused whole, before anything from it is added.
-    """
+def _archive_outcomes(*, upload, name: str, caption: str, tag_names: list[str], uploaded_by) -> list[UploadOutcome]:
+    """Each member of a zip archive added on its own, or the whole archive refused with the reason."""
+    try:
+        members = zip_members(upload=upload)
+    except ValidationError as error:
+        return [UploadOutcome(name=name, error=" ".join(error.messages), archive=name)]
+    except Exception:
+        return [_unexpected_failure(name, name)]
     outcomes = []
-    for upload in uploads:
-        name = clean_original_name(upload.name)
-        if not is_zip_archive(upload):
-            outcomes.append(_upload_outcome(upload=upload, name=name, caption=caption, uploaded_by=uploaded_by))
-            continue
-        try:
-            members = zip_members(upload=upload)
-        except ValidationError as error:
-            outcomes.append(UploadOutcome(name=name, error=" ".join(error.messages), archive=name))
-            continue
-        with members:
-            if not len(members):
-                outcomes.append(UploadOutcome(name=name, error="The archive holds no files.", archive=name))
-            for member in members:
-                member_name = f"{name}: {member.path}"
-                if member.error:
-                    outcomes.append(UploadOutcome(name=member_name, error=member.error, archive=name))
-                else:
-                    outcomes.append(
-                        _upload_outcome(
-                            upload=member.upload,
-                            name=member_name,
-                            caption=caption,
-                            uploaded_by=uploaded_by,
-                            archive=name,
-                        )
-                    )
-    images_follow_up_enqueue(image_ids=[outcome.image.pk for outcome in outcomes if outcome.image is not None])
+    with members:
+        if not len(members):
+            outcomes.append(UploadOutcome(name=name, error="The archive holds no files.", archive=name))
+        for member in members:
+            member_name = f"{name}: {member.path}"
+            if member.error:
+                outcomes.append(UploadOutcome(name=member_name, error=member.error, archive=name))
+                continue
+            outcomes.append(
+                _upload_outcome(
+                    upload=member.upload,
+                    name=member_name,
+                    caption=caption,
+                    tag_names=tag_names,
+                    uploaded_by=uploaded_by,
+                    archive=name,
+                )
+            )
     return outcomes
 
 
-def image_import_file(*, path: Path, name: str = "", caption: str = "", uploaded_by=None) -> UploadOutcome:
-    """Add one file from disk, as the import command does; nothing is queued (the caller batches).
+def images_create(
+    *, uploads, caption: str = "", tag_names: Iterable[str] = (), uploaded_by=None
+) -> list[UploadOutcome]:
+    """Add many files, each with the caption and tags; every file has an outcome, in order.
 
+    Each file succeeds or fails on its own, in a transaction of its own, and an added image's
+    follow-up work is published as soon as it commits: a file that is refused, or that meets
+    a bug, takes nothing else down with it. A zip archive among them is opened and each of its
+    images is added like a file of its own; an archive that breaks a limit, or is damaged, is
+    refused whole, before anything from it is added.
+    """
+    tag_names = list(tag_names)
+    outcomes = []
+    for upload in uploads:
+        name = clean_original_name(upload.name)
+        try:
+            is_archive = is_zip_archive(upload)
+        except Exception:
+            outcomes.append(_unexpected_failure(name))
+            continue
+        if is_archive:
+            outcomes += _archive_outcomes(
+                upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by
+            )
+        else:
+            outcomes.append(
+                _upload_outcome(
+                    upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by
+                )
+            )
+    return outcomes
+
+
+def image_import_file(
+    *, path: Path, name: str = "", caption: str = "", tag_names: Iterable[str] = (), uploaded_by=None
+) -> UploadOutcome:
+    """Add one file from disk with its caption and tags, as the import command does.
+
+    Never raises for a file: a file that cannot be read, is refused, or meets a bug comes back
+    as refused with the reason. An added image's follow-up work is published once it commits.
     Content already in the gallery is recognised by its hash before the file is decoded, so
-    importing a folder again costs one read per file.
+    importing a folder again costs one read per file; it still gets the tags.
     """
     name = name or path.name
+    tag_names = list(tag_names)
     try:
         handle = path.open("rb")
     except OSError as error:
         return UploadOutcome(name=name, error=f"The file cannot be read ({error.strerror or error}).")
-    with handle:
-        upload = File(handle, name=path.name)
-        if upload.size <= settings.IMAGE_MAX_UPLOAD_BYTES:  # a larger file is refused unread below
-            existing = Image.objects.filter(sha256=file_sha256(upload)).first()
-            if existing is not None:
-                return UploadOutcome(name=name, duplicate_of=existing)
-        return _upload_outcome(upload=upload, name=name, caption=caption, uploaded_by=uploaded_by)
+    try:
+        with handle:
+            upload = File(handle, name=path.name)
+            existing = None
+            if upload.size <= settings.IMAGE_MAX_UPLOAD_BYTES:  # a larger file is refused unread below
+                existing = Image.objects.filter(sha256=file_sha256(upload)).first()
+            if existing is None:
+                outcome = _upload_outcome(
+                    upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by
+                )
+                existing = outcome.duplicate_of
+            else:
+                outcome = UploadOutcome(name=name, duplicate_of=existing)
+            if existing is not None and tag_names:
+                images_tag(image_ids=[existing.pk], names=tag_names)
+            return outcome
+    except OSError as error:
+        return UploadOutcome(name=name, error=f"The file cannot be read ({error.strerror or error}).")
+    except Exception:
+        return _unexpected_failure(name)
 
 
 def near_duplicates_mark(*, image_ids: Iterable[int]) -> int:

@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from gallery.models import Image
 from gallery.renditions import renditions_create
+from gallery.services import UNEXPECTED_ERROR
 from tests.conftest import encode, photo_like, upload
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +166,113 @@ def test_recompute_action_puts_images_back_in_the_queue(staff_client, image_fact
     assert image.embedding_status == Image.Status.PENDING and image.embedding_attempts == 0
     assert image.embedding_error == ""
     assert len(callbacks) == 1
+
+
+# --- One file, one outcome: a batch never loses a file to another -------------------------
+
+
+def tiff_without_width() -> bytes:
+    """A valid TIFF with the ImageWidth entry (tag 256) taken out of its directory.
+
+    The entries after it move up and the directory's count drops by one; nothing else in the
+    file moves, so every other offset still points where it did.
+    """
+    data = bytearray(encode(photo_like(7, (64, 48)), "TIFF"))
+    assert data[:4] == b"II*\x00"
+    directory = int.from_bytes(data[4:8], "little")
+    count = int.from_bytes(data[directory : directory + 2], "little")
+    entries = [data[directory + 2 + 12 * index : directory + 14 + 12 * index] for index in range(count)]
+    kept = [entry for entry in entries if int.from_bytes(entry[:2], "little") != 256]
+    assert len(kept) == count - 1
+    next_directory = data[directory + 2 + 12 * count : directory + 6 + 12 * count]
+    rewritten = len(kept).to_bytes(2, "little") + b"".join(kept) + next_directory + bytes(12)
+    data[directory : directory + len(rewritten)] = rewritten
+    return bytes(data)
+
+
+def failing_for(monkeypatch, name: str, error: BaseException):
+    """Make validating the file called ``name`` raise ``error``, as a bug in our code would."""
+    from gallery import services
+
+    inspect_image = services.inspect_image
+
+    def inspect(upload):
+        if upload.name == name:
+            raise error
+        return inspect_image(upload)
+
+    monkeypatch.setattr(services, "inspect_image", inspect)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The image ids of each follow-up publication, as the broker would be sent them."""
+    from gallery import pipeline
+
+    sent = []
+    monkeypatch.setattr(pipeline, "images_follow_up_publish", lambda *, image_ids, **kinds: sent.append(sorted(image_ids)))
+    return sent
+
+
+def test_a_file_that_meets_a_bug_is_refused_alone_and_logged_once(
+    staff_client, make_upload, monkeypatch, caplog, published, django_capture_on_commit_callbacks
+):
+    failing_for(monkeypatch, "broken.jpg", RuntimeError("a bug in the pipeline"))
+    files = [make_upload(1, name="good.jpg"), make_upload(2, name="broken.jpg"), make_upload(3, name="after.jpg")]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(ADD_URL, {"files": files, "caption": "", "tags": "harbour, night"})
+
+    assert response.status_code == 200
+    rows = {outcome.name: outcome for outcome in response.context["outcomes"]}
+    assert list(rows) == ["good.jpg", "broken.jpg", "after.jpg"]
+    assert rows["good.jpg"].status == rows["after.jpg"].status == "added"
+    assert rows["broken.jpg"].status == "refused" and "unexpected error" in rows["broken.jpg"].error
+    assert "1 refused." in response.content.decode()
+    assert set(Image.objects.values_list("original_name", flat=True)) == {"good.jpg", "after.jpg"}
+    for image in Image.objects.all():  # tagged in the same call, each in its own transaction
+        assert sorted(tag.name for tag in image.tags.all()) == ["harbour", "night"]
+    # Each added image's follow-up work is published on its own, when its row commits.
+    assert published == [[rows["good.jpg"].image.pk], [rows["after.jpg"].image.pk]]
+    logged = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info and "broken.jpg" in logged[0].getMessage()
+
+
+def test_a_tiff_without_a_width_is_refused_with_a_reason_and_the_rest_is_added(staff_client, make_upload, caplog):
+    files = [upload("scan.tif", tiff_without_width()), make_upload(1, name="good.jpg")]
+    response = staff_client.post(ADD_URL, {"files": files})
+
+    assert response.status_code == 200
+    rows = {outcome.name: outcome for outcome in response.context["outcomes"]}
+    assert rows["good.jpg"].status == "added"
+    # Refused by the decoder, with its reason: a damaged file is no bug of ours.
+    assert rows["scan.tif"].status == "refused" and rows["scan.tif"].error
+    assert rows["scan.tif"].error != UNEXPECTED_ERROR
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert list(Image.objects.values_list("original_name", flat=True)) == ["good.jpg"]
+
+
+@pytest.mark.parametrize(
+    "uploaded_name, image_format, downloaded_name",
+    [
+        ("photo.exe", "JPEG", "photo.jpg"),
+        ("scan.jpg", "TIFF", "scan.tif"),
+        ("no-extension", "PNG", "no-extension.png"),
+        ("animation.html", "GIF", "animation.gif"),
+        ("picture.svg", "WEBP", "picture.webp"),
+        ("drawing.bmp.js", "BMP", "drawing.bmp.bmp"),
+    ],
+)
+def test_the_original_downloads_with_the_extension_of_its_detected_format(
+    staff_client, uploaded_name, image_format, downloaded_name
+):
+    from gallery.services import image_create
+
+    image = image_create(upload=upload(uploaded_name, encode(photo_like(4, (64, 48)), image_format)), enqueue=False)
+    assert image.original_name == uploaded_name  # shown as uploaded; only the download is renamed
+
+    response = staff_client.get(reverse("admin:gallery_image_original", args=[image.pk]))
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="{downloaded_name}"'
+    assert response["Content-Type"] == f"image/{image_format.lower()}"

@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 
 from gallery.models import Image
 from tests.conftest import encode, photo_like
+from tests.gallery.test_pipeline import broker_queue  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -72,12 +73,56 @@ def test_recursive_import_with_captions_from_a_csv(folder, tmp_path):
     }
 
 
-def test_embeddings_are_queued_in_batches_while_importing(folder, settings, django_capture_on_commit_callbacks):
-    settings.EMBEDDING_BATCH_SIZE = 2
-    with django_capture_on_commit_callbacks() as callbacks:
-        run(folder, "--recursive")
-    assert Image.objects.count() == 4
-    assert len(callbacks) == 2
+@pytest.fixture
+def failing_for(monkeypatch):
+    """failing_for(name, error): validating that file raises ``error``, as a bug of ours would."""
+    from gallery import services
+
+    inspect_image = services.inspect_image
+    failures = {}
+
+    def inspect(upload):
+        if upload.name in failures:
+            raise failures[upload.name]
+        return inspect_image(upload)
+
+    monkeypatch.setattr(services, "inspect_image", inspect)
+    return failures.__setitem__
+
+
+def test_a_file_that_breaks_is_refused_and_the_import_goes_on(folder, failing_for, caplog, tmp_path):
+    failing_for("copy-of-market.png", RuntimeError("a bug met while validating"))
+    captions = tmp_path / "captions.csv"
+    captions.write_text("harbour_at-dawn.jpg,Dawn,harbour;boats\nmarket.png,Market,market\n", encoding="utf-8")
+
+    output = run(folder, "--recursive", "--captions", captions)
+
+    assert "Imported 4 new image(s); 0 already in the gallery; 2 refused." in output
+    assert "refused (1): It could not be added: an unexpected error" in output and "copy-of-market.png" in output
+    assert set(Image.objects.values_list("original_name", flat=True)) == {
+        "harbour_at-dawn.jpg", "market.png", "bridge.jpg",
+    }
+    tags = {image.original_name: sorted(tag.name for tag in image.tags.all()) for image in Image.objects.all()}
+    assert tags["harbour_at-dawn.jpg"] == ["boats", "harbour"] and tags["market.png"] == ["market"]
+    logged = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info and "copy-of-market.png" in logged[0].getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_interrupted_import_leaves_no_added_image_without_its_work(folder, failing_for, broker_queue):
+    """Real commits: whatever stops the import, every image it added has its tasks on the broker."""
+    from gallery import pipeline
+
+    failing_for("notes.txt", KeyboardInterrupt())  # in name order: two added and a duplicate come first
+
+    with pytest.raises(KeyboardInterrupt):
+        run(folder)
+
+    added = sorted(Image.objects.values_list("pk", flat=True))
+    assert len(added) == 2
+    assert sorted(broker_queue()) == sorted(
+        (task, [[image_id]]) for task in (pipeline.EMBED_TASK, pipeline.RENDITIONS_TASK) for image_id in added
+    )
 
 
 def test_files_over_the_size_limit_are_refused_without_reading_them(folder, settings):

@@ -48,12 +48,47 @@ def test_an_upload_sends_its_follow_up_work_after_the_commit_and_not_before(
     for callback in callbacks:
         callback()
 
-    image_ids = sorted(Image.objects.values_list("pk", flat=True))
-    assert sorted((name, sorted(args[0])) for name, args in broker_queue()) == [
-        (pipeline.EMBED_TASK, image_ids),
-        (pipeline.RENDITIONS_TASK, image_ids),
+    first, second = Image.objects.order_by("pk").values_list("pk", flat=True)
+    # Each image's own work, sent when its own row committed.
+    assert sorted(broker_queue()) == [
+        (pipeline.EMBED_TASK, [[first]]),
+        (pipeline.EMBED_TASK, [[second]]),
+        (pipeline.RENDITIONS_TASK, [[first]]),
+        (pipeline.RENDITIONS_TASK, [[second]]),
     ]
     assert not Rendition.objects.exists()  # never made in the request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_image_of_a_batch_has_its_work_sent_when_it_commits_whatever_comes_after(
+    staff_client, make_upload, broker_queue, monkeypatch
+):
+    """Real commits: good.jpg's work is on the broker before the next file is even looked at."""
+    from gallery import services
+
+    seen_before_the_next_file = []
+    inspect_image = services.inspect_image
+
+    def inspect(upload):
+        if upload.name == "broken.jpg":
+            seen_before_the_next_file.extend(broker_queue())
+            raise RuntimeError("a bug met while validating")
+        return inspect_image(upload)
+
+    monkeypatch.setattr(services, "inspect_image", inspect)
+    files = [make_upload(1, name="good.jpg"), make_upload(2, name="broken.jpg")]
+
+    response = staff_client.post(reverse("admin:gallery_image_add"), {"files": files})
+
+    assert response.status_code == 200
+    assert [(outcome.name, outcome.status) for outcome in response.context["outcomes"]] == [
+        ("good.jpg", "added"), ("broken.jpg", "refused"),
+    ]
+    good = Image.objects.get()
+    assert good.original_name == "good.jpg"
+    expected = [(pipeline.EMBED_TASK, [[good.pk]]), (pipeline.RENDITIONS_TASK, [[good.pk]])]
+    assert seen_before_the_next_file == expected
+    assert broker_queue() == expected  # sent once
 
 
 def test_embeddings_are_sent_in_batches_of_the_worker_batch_size(image_factory, broker_queue, settings):

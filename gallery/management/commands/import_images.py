@@ -10,13 +10,11 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from gallery.archives import is_junk
-from gallery.pipeline import images_follow_up_enqueue
-from gallery.services import image_import_file, images_tag, tags_from_text
+from gallery.services import image_import_file, tags_from_text
 
 REFUSED_NAMES_SHOWN = 5
 CAPTION_HEADERS = {"file", "filename", "file name", "file_name", "name", "path"}
@@ -79,29 +77,19 @@ class Command(BaseCommand):
             return
 
         added, already, refused = 0, 0, defaultdict(list)
-        waiting: list[int] = []  # added, not yet queued: sent in batches so workers start early
-        batch = max(1, settings.EMBEDDING_BATCH_SIZE)
-        try:
-            with tqdm(files, desc="Importing", unit="image", disable=verbosity == 0) as progress:
-                for file in progress:
-                    relative = file.relative_to(root).as_posix()
-                    caption, tags = caption_for.get(relative, caption_for.get(file.name, ("", [])))
-                    outcome = image_import_file(path=file, name=relative, caption=caption)
-                    if tags and (outcome.image or outcome.duplicate_of):
-                        images_tag(image_ids=[(outcome.image or outcome.duplicate_of).pk], names=tags)
-                    if outcome.status == "added":
-                        added += 1
-                        waiting.append(outcome.image.pk)
-                        if len(waiting) >= batch:
-                            images_follow_up_enqueue(image_ids=waiting)
-                            waiting = []
-                    elif outcome.status == "duplicate":
-                        already += 1
-                    else:
-                        refused[outcome.error].append(relative)
-        finally:
-            # Interrupted or not, what was added gets its embeddings.
-            images_follow_up_enqueue(image_ids=waiting)
+        # Each file is added in a transaction of its own, and its follow-up work is published
+        # when it commits: an interruption or a file that breaks leaves no image without it.
+        with tqdm(files, desc="Importing", unit="image", disable=verbosity == 0) as progress:
+            for file in progress:
+                relative = file.relative_to(root).as_posix()
+                caption, tags = caption_for.get(relative, caption_for.get(file.name, ("", [])))
+                outcome = image_import_file(path=file, name=relative, caption=caption, tag_names=tags)
+                if outcome.status == "added":
+                    added += 1
+                elif outcome.status == "duplicate":
+                    already += 1
+                else:
+                    refused[outcome.error].append(relative)
 
         total_refused = sum(len(names) for names in refused.values())
         self.stdout.write(
