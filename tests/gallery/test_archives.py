@@ -271,3 +271,25 @@ def test_archives_inside_an_archive_are_refused_and_the_other_members_added(staf
     for name in NESTED:
         assert rows[f"nested.zip: {name}"].error == "Archives inside archives are not accepted.", name
     assert sorted(Image.objects.values_list("original_name", flat=True)) == ["first.jpg", "last.jpg"]
+
+
+def test_a_member_that_meets_a_bug_is_refused_alone(staff_client, monkeypatch, caplog):
+    from gallery import services
+
+    inspect_image = services.inspect_image
+
+    def inspect(upload):
+        if upload.name == "b.jpg":
+            raise KeyError("a bug met while validating")
+        return inspect_image(upload)
+
+    monkeypatch.setattr(services, "inspect_image", inspect)
+    archive = zip_upload("three.zip", [("a.jpg", photo(1)), ("b.jpg", photo(2)), ("c.jpg", photo(3))])
+
+    response = staff_client.post(ADD_URL, {"files": [archive]})
+
+    rows = result_rows(response)
+    assert [row.status for row in rows.values()] == ["added", "refused", "added"]
+    assert "unexpected error" in rows["three.zip: b.jpg"].error
+    assert sorted(Image.objects.values_list("original_name", flat=True)) == ["a.jpg", "c.jpg"]
+    assert len([record for record in caplog.records if record.levelname == "ERROR"]) == 1
