@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
+
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http.multipartparser import MultiPartParserError
 
 from . import context
 
@@ -29,6 +33,40 @@ class ContextFilter(logging.Filter):
             image_ids = context.image_ids.get() or _task_images(getattr(record, "data", None))
             if image_ids is not None:
                 record.image_ids = list(image_ids)
+        return True
+
+
+# What a client's request causes and Django answers with a 4xx: a scanner sends thousands. Each
+# is one warning line, its message naming the cause, never a traceback.
+CLIENT_ERRORS = (BadRequest, PermissionDenied, SuspiciousOperation, MultiPartParserError)
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+class ClientErrorFilter(logging.Filter):
+    """A record about a client's error loses its traceback and becomes one escaped warning line.
+
+    Django logs these with ``exc_info`` (and SuspiciousOperation, DisallowedHost,
+    RequestDataTooBig, TooManyFieldsSent... at ERROR, on ``django.security.*``); they are
+    answered 4xx and are no fault of the site's. Their messages quote the request (its path,
+    its Host header), so control characters are escaped: one request, one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exception = record.exc_info[1] if record.exc_info else None
+        if isinstance(exception, CLIENT_ERRORS):
+            record.msg = CONTROL_CHARACTERS.sub(_escaped, record.getMessage())
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            record.error = type(exception).__name__
         return True
 
 

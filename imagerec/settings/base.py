@@ -109,6 +109,19 @@ IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=100_000_000)
 # while decompressing: declared sizes can lie). Either limit refuses the whole archive.
 ZIP_MAX_MEMBERS = env.int("ZIP_MAX_MEMBERS", default=1000)
 ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=1024 * 1024 * 1024)
+# Request bodies (bytes), refused with 413 before they are read (imagerec/middleware.py): a
+# search carries one photo, an admin upload at most an archive of ZIP_MAX_TOTAL_BYTES (or
+# loose files adding up to as much); anything else (API JSON, forms) is small. The proxy in
+# front applies the same limits (deploy/Caddyfile), so they reach no further than it.
+SEARCH_MAX_REQUEST_BYTES = env.int("SEARCH_MAX_REQUEST_BYTES", default=IMAGE_MAX_UPLOAD_BYTES + 1024 * 1024)
+ADMIN_MAX_REQUEST_BYTES = env.int("ADMIN_MAX_REQUEST_BYTES", default=ZIP_MAX_TOTAL_BYTES + 1024 * 1024)
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
+# How many proxies in front of the site append to X-Forwarded-For (Caddy in docker-compose.yml:
+# 1). The client address (rate limits) is the one the outermost of them saw; 0 trusts no
+# X-Forwarded-For at all and takes the connecting address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# django-ratelimit asks this function for a request's client address.
+RATELIMIT_IP_META_KEY = "imagerec.middleware.client_address"
 # An image whose nearest neighbour is at least this similar is flagged "possible duplicate".
 NEAR_DUPLICATE_THRESHOLD = env.float("NEAR_DUPLICATE_THRESHOLD", default=0.97)
 
@@ -145,8 +158,10 @@ WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=10.0)
 WORKER_HEARTBEAT_MAX_AGE = env.float("WORKER_HEARTBEAT_MAX_AGE", default=60.0)
 # /readyz fails when more images than this wait for an embedding (pending or processing).
 READYZ_BACKLOG_MAX = env.int("READYZ_BACKLOG_MAX", default=5000)
-# When set, /metrics answers only to "Authorization: Bearer <token>".
+# When set, /metrics answers only to "Authorization: Bearer <token>", and /readyz names what
+# is down only to it. Production refuses to start without one unless METRICS_PUBLIC=true.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
 # prometheus-client's multiprocess folder; imagerec/gunicorn.py sets it for its workers.
 PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
 # Redis keys (on the broker) of worker heartbeats and metric snapshots.
@@ -174,6 +189,8 @@ MIDDLEWARE = [
     # metrics, so their latency includes all the other middleware.
     "imagerec.observability.middleware.RequestIdMiddleware",
     "imagerec.observability.middleware.RequestMetricsMiddleware",
+    # Before anything can read a request's body (CSRF reads a POST's form).
+    "imagerec.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files before anything else touches the request: https://whitenoise.readthedocs.io/
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -353,7 +370,10 @@ if LOG_FORMAT not in ("plain", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "imagerec.observability.logs.ContextFilter"}},
+    "filters": {
+        "context": {"()": "imagerec.observability.logs.ContextFilter"},
+        "client_errors": {"()": "imagerec.observability.logs.ClientErrorFilter"},
+    },
     "formatters": {
         "plain": {
             "()": "imagerec.observability.logs.PlainFormatter",
@@ -367,7 +387,7 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "client_errors"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
