@@ -82,7 +82,9 @@ class ImageUpdateSerializer(serializers.Serializer):
     """A staff edit: the caption, and/or the whole set of tags (by name; new names make new tags)."""
 
     caption = serializers.CharField(required=False, allow_blank=True, max_length=300)
-    tags = serializers.ListField(child=serializers.CharField(max_length=60), required=False, max_length=50)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=Tag._meta.get_field("name").max_length), required=False, max_length=50
+    )
 
 
 class SimilarImageSerializer(ImageCardSerializer):

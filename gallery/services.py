@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,20 +260,71 @@ def near_duplicates_mark(*, image_ids: Iterable[int]) -> int:
 
 
 def tags_from_text(text: str) -> list[str]:
-    """'harbour, night; boats' -> ['harbour', 'night', 'boats']: commas or semicolons, blanks dropped."""
-    return [name.strip() for name in re.split(r"[,;]", text or "") if name.strip()]
+    """'harbour, night; boats' -> ['harbour', 'night', 'boats']: commas or semicolons, blanks dropped.
+
+    Names keep their length, so that a form can say which is too long.
+    """
+    names = (name.replace("\x00", "").strip() for name in re.split(r"[,;]", text or ""))
+    return [name for name in names if name]
+
+
+TAG_NAME_MAX_LENGTH = Tag._meta.get_field("name").max_length
+TAG_SLUG_MAX_LENGTH = Tag._meta.get_field("slug").max_length
+
+
+def tag_name_clean(name: str) -> str:
+    """A name as it is stored: without NUL characters (PostgreSQL text cannot hold them) or
+    spaces at either end, cut to the column's length. Empty means no tag."""
+    return name.replace("\x00", "").strip()[:TAG_NAME_MAX_LENGTH].rstrip()
+
+
+def _tag_slug_candidates(name: str) -> Iterator[str]:
+    """Slugs for a new tag's name, best first, each one fitting the column.
+
+    The Unicode slug of the name comes first. It is cut after slugify's normalisation, which
+    can make it longer than the name ("ﷺ" is one character and eighteen letters). Then, for a
+    slug already taken or a name with no letters or digits ("%%%"), the same with a hash of
+    the name after it: distinct names get distinct slugs, and a name always the same one.
+    """
+    base = slugify(name, allow_unicode=True)[:TAG_SLUG_MAX_LENGTH].rstrip("-_")
+    if base:
+        yield base
+    digest = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+    for length in (8, 16, 32):
+        stem = (base or "tag")[: TAG_SLUG_MAX_LENGTH - length - 1].rstrip("-_")
+        yield f"{stem}-{digest[:length]}"
+    # Only a slug chosen to equal this name's hashed one gets this far.
+    stem = (base or "tag")[: TAG_SLUG_MAX_LENGTH - 20].rstrip("-_")
+    for number in range(2, 10**9):
+        yield f"{stem}-{digest[:8]}-{number}"
+
+
+def _tag_get_or_create(name: str) -> Tag:
+    for slug in _tag_slug_candidates(name):
+        tag = Tag.objects.filter(name__iexact=name).first()
+        if tag is not None:
+            return tag
+        if Tag.objects.filter(slug=slug).exists():
+            continue
+        try:
+            with transaction.atomic():
+                return Tag.objects.create(name=name, slug=slug)
+        except IntegrityError:
+            continue  # made meanwhile by another request: the name is found, or the slug skipped
+    raise AssertionError("unreachable: the slug candidates do not run out")
 
 
 def tags_get_or_create(*, names: Iterable[str]) -> list[Tag]:
-    """The tags with these names (a name is matched whatever its case), made when new."""
-    tags = []
-    for name in dict.fromkeys(name.strip()[:60] for name in names if name.strip()):
-        tag = Tag.objects.filter(name__iexact=name).first()
-        if tag is None:
-            slug = slugify(name, allow_unicode=True) or f"tag-{Tag.objects.count() + 1}"
-            tag, _ = Tag.objects.get_or_create(slug=slug, defaults={"name": name})
-        tags.append(tag)
-    return tags
+    """The tags with these names, made when new, in the order given, each once.
+
+    A name is matched whatever its case ("harbour" is the tag "Harbour"), and stored as
+    ``tag_name_clean`` leaves it. Each tag has a slug of its own, whatever its name.
+    """
+    tags = {}
+    for name in dict.fromkeys(filter(None, map(tag_name_clean, names))):
+        tag = _tag_get_or_create(name)
+        tags.setdefault(tag.pk, tag)
+    return list(tags.values())
 
 
 def images_tag(*, image_ids: Iterable[int], names: Iterable[str]) -> list[Tag]:
