@@ -143,6 +143,7 @@ def production_environment(run_dir: Path, database_port: int, broker_port: int, 
         STATIC_ROOT=str(run_dir / "static"),
         IMAGEREC_DATA_DIR=str(run_dir),
         EMBEDDING_WEIGHTS="random",
+        METRICS_PUBLIC="true",  # loopback only
         PORT=str(web_port),
         # Loopback only (GUNICORN_CMD_ARGS overrides the config file's bind); the rest as configured.
         GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{web_port}",

@@ -130,7 +130,7 @@ def _gunicorn(arguments: list[str], *, broker_url: str, probe: str, **extra: str
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "IMAGEREC_"))}
     environment.update(DJANGO_SETTINGS_MODULE="imagerec.settings.production", SECRET_KEY="bench-" + "x" * 40,
                        DEBUG="false", ALLOWED_HOSTS=HOST, DATABASE_URL=os.environ["DATABASE_URL"],
-                       CELERY_BROKER_URL=broker_url, STATIC_ROOT=str(common.DATA_DIR / "static"), **extra)
+                       CELERY_BROKER_URL=broker_url, METRICS_PUBLIC="true", STATIC_ROOT=str(common.DATA_DIR / "static"), **extra)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=common.ROOT,
                    env=environment, check=True)
     process = subprocess.Popen(

@@ -46,6 +46,7 @@ def production_environment(**overrides) -> dict:
         "ALLOWED_HOSTS": HOST,
         "DATABASE_URL": "postgres://imagerec:secret@db.example.org:5432/imagerec",
         "CELERY_BROKER_URL": "redis://broker.example.org:6379/0",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
         # Tests never download weights (the Docker image has the ImageNet ones); the check
         # that says they are missing here is about this machine, not the deployment.
         "EMBEDDING_WEIGHTS": "random",
@@ -81,7 +82,9 @@ def test_the_deploy_check_asks_for_hsts_until_it_is_set():
 
 # --- docker-compose.yml ---------------------------------------------------------------
 
-COMPOSE_VARIABLES = {"SITE_HOST": HOST, "SECRET_KEY": "k" * 50, "POSTGRES_PASSWORD": "correcthorse"}
+COMPOSE_VARIABLES = {
+    "SITE_HOST": HOST, "SECRET_KEY": "k" * 50, "POSTGRES_PASSWORD": "correcthorse", "METRICS_TOKEN": "t" * 40,
+}
 
 
 def docker_compose(tmp_path, **variables) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ GOOD = {
     "ALLOWED_HOSTS": "images.example.org",
     "DATABASE_URL": "postgres://imagerec:pw@db.example.org:5432/imagerec",
     "CELERY_BROKER_URL": "redis://broker.example.org:6379/0",
+    "METRICS_TOKEN": "a-long-random-scrape-token",
 }
 
 
@@ -41,6 +42,8 @@ def test_production_starts_with_a_complete_configuration():
         ({"ALLOWED_HOSTS": "*"}, "ALLOWED_HOSTS must list"),
         ({"DATABASE_URL": None}, "DATABASE_URL must name"),
         ({"CELERY_BROKER_URL": None}, "CELERY_BROKER_URL must name"),
+        ({"METRICS_TOKEN": None}, "METRICS_TOKEN must be set"),
+        ({"METRICS_TOKEN": None, "METRICS_PUBLIC": "false"}, "METRICS_TOKEN must be set"),
     ],
 )
 def test_production_refuses_unsafe_configuration(overrides, complaint):
@@ -48,6 +51,11 @@ def test_production_refuses_unsafe_configuration(overrides, complaint):
     assert result.returncode != 0
     assert "Production settings refuse to start" in result.stderr
     assert complaint in result.stderr
+
+
+def test_production_serves_public_metrics_only_when_the_operator_says_so():
+    result = load_production_settings(METRICS_TOKEN=None, METRICS_PUBLIC="true")
+    assert result.returncode == 0, result.stderr
 
 
 # --- Importing settings starts nothing -----------------------------------------------------

@@ -29,11 +29,23 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+def bearer_of_metrics_token(request) -> bool:
+    """Whether the request may read the site's internals: METRICS_TOKEN is unset, or it carries it."""
+    token = settings.METRICS_TOKEN
+    return not token or constant_time_compare(request.headers.get("Authorization", ""), f"Bearer {token}")
+
+
 @never_cache
 @require_safe
 def readyz(request):
-    """200 when the database, broker, a worker and the backlog are fine; 503 naming what is not."""
+    """200 when the database, broker, a worker and the backlog are fine; 503 naming what is not.
+
+    What is down, and the numbers behind it, only to the bearer of METRICS_TOKEN: to anyone
+    else a failing check would say which server to go after. The status code is for everyone.
+    """
     ready, body = health.readiness()
+    if not bearer_of_metrics_token(request):
+        body = {"status": body["status"]}
     return JsonResponse(body, status=200 if ready else 503)
 
 
@@ -41,8 +53,7 @@ def readyz(request):
 @require_safe
 def metrics_export(request):
     """This site's metrics in Prometheus's text format: requests, the backlog, every worker."""
-    token = settings.METRICS_TOKEN
-    if token and not constant_time_compare(request.headers.get("Authorization", ""), f"Bearer {token}"):
+    if not bearer_of_metrics_token(request):
         response = HttpResponse("A bearer token is required for /metrics.\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response

@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import ALLOWED_HOSTS, CELERY_BROKER_URL, DATABASE_URL, DEBUG, SECRET_KEY
+from .base import ALLOWED_HOSTS, CELERY_BROKER_URL, DATABASE_URL, DEBUG, METRICS_PUBLIC, METRICS_TOKEN, SECRET_KEY
 
 _problems = []
 if not SECRET_KEY or SECRET_KEY.startswith(("local-", "tests-")) or len(SECRET_KEY) < 32:
@@ -16,6 +16,9 @@ if not DATABASE_URL:
     _problems.append("DATABASE_URL must name the PostgreSQL server (with pgvector)")
 if not CELERY_BROKER_URL:
     _problems.append("CELERY_BROKER_URL must name the Redis broker")
+if not METRICS_TOKEN and not METRICS_PUBLIC:
+    # /metrics and a failing /readyz tell whoever asks how busy the site is and what is down.
+    _problems.append("METRICS_TOKEN must be set (or METRICS_PUBLIC=true to let anyone read /metrics)")
 if _problems:
     raise ImproperlyConfigured("Production settings refuse to start: " + "; ".join(_problems) + ".")
 

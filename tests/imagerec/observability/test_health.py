@@ -134,3 +134,39 @@ def test_a_backlog_over_the_limit_is_named(client, image_factory, settings):
 def test_probes_refuse_other_methods_without_an_error(client):
     for path in ("/healthz", "/readyz", "/metrics"):
         assert client.post(path).status_code == 405
+
+
+TOKEN = "a-long-random-readiness-token"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", TOKEN, f"Basic {TOKEN}", f"bearer  {TOKEN}"],
+)
+def test_without_the_token_readyz_answers_its_status_alone(client, settings, authorization):
+    settings.METRICS_TOKEN = TOKEN
+    settings.READYZ_BACKLOG_MAX = -1  # so the backlog check fails, whatever else does
+    headers = {} if authorization is None else {"HTTP_AUTHORIZATION": authorization}
+
+    response = client.get("/readyz", **headers)
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable"}
+    for check in ("database", "broker", "worker", "backlog"):
+        assert check.encode() not in response.content
+
+
+@pytest.mark.django_db
+def test_the_bearer_of_the_token_learns_what_is_down(client, settings):
+    settings.METRICS_TOKEN = TOKEN
+    settings.READYZ_BACKLOG_MAX = -1
+
+    response = client.get("/readyz", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert "backlog" in body["down"]
+    assert body["checks"]["backlog"] == {
+        "ok": False, "waiting": 0, "max": -1, "error": "0 images wait for an embedding (more than -1)"
+    }
