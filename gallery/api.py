@@ -1,6 +1,7 @@
 """The JSON API for scripts and front ends (Django REST framework; schema by drf-spectacular).
 
-Reads are public; anything that changes data needs a staff account. Every error, whether a
+Reads are public; a change needs what the admin would ask for the same change: a staff account
+with the model permission (an edit: ``gallery.change_image``). Every error, whether a
 view, the framework or Django itself answers it, is JSON in one shape:
 ``{"error": {"status": 404, "message": "...", "fields": {"k": "..."}}}``.
 
@@ -15,13 +16,13 @@ from django.views import defaults
 from django_ratelimit.decorators import ratelimit
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission
+from rest_framework.permissions import SAFE_METHODS, AllowAny, DjangoModelPermissions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,6 +32,7 @@ from similarity import search
 from similarity.selectors import images_similar_to
 
 from . import selectors, services
+from .models import Image
 from .serializers import (
     ImageDetailSerializer,
     ImageListItemSerializer,
@@ -42,6 +44,7 @@ from .serializers import (
     SimilarImagesSerializer,
     SimilarQuery,
 )
+from .views import search_retry_after_seconds
 
 # --- Errors ------------------------------------------------------------------------------
 
@@ -68,7 +71,7 @@ def _error(description: str) -> OpenApiResponse:
 
 BAD_INPUT = {400: _error("Invalid parameters: `fields` names each one.")}
 NOT_FOUND = {404: _error("No such image.")}
-STAFF_ONLY = {403: _error("Not signed in as staff.")}
+STAFF_ONLY = {403: _error("Not signed in as staff with the permission this change needs (as in the admin).")}
 
 
 def _first_message(errors) -> str:
@@ -83,7 +86,10 @@ def _first_message(errors) -> str:
 def exception_handler(exc, context):
     """The framework's answer to an exception, in the site's error shape (headers kept)."""
     if isinstance(exc, Ratelimited):  # a PermissionDenied to the framework, but it means "later"
-        return json_error(429, "Too many requests from your address; try again in a minute.")
+        seconds = search_retry_after_seconds()
+        response = json_error(429, f"Too many requests from your address; try again in {seconds} seconds.")
+        response["Retry-After"] = str(seconds)
+        return response
     response = framework_exception_handler(exc, context)
     if response is None:
         return None  # a bug: Django's 500 handler answers (JSON under /api/, below)
@@ -121,18 +127,39 @@ def server_error(request):
 # --- Access ------------------------------------------------------------------------------
 
 
-class ReadOnlyOrStaff(BasePermission):
-    """Anyone may read; any other method needs a staff account."""
+class ReadOnlyOrStaffWithModelPermission(DjangoModelPermissions):
+    """Anyone may read; any other method needs what the admin needs for the same change.
+
+    That is a staff account (the admin lets no one else in) holding the model permission for
+    the method on the view's queryset: POST adds, PUT and PATCH change, DELETE deletes.
+    """
 
     def has_permission(self, request, view):
-        return request.method in SAFE_METHODS or bool(request.user and request.user.is_staff)
+        if request.method in SAFE_METHODS:
+            return True
+        return bool(request.user and request.user.is_staff) and super().has_permission(request, view)
 
 
 class ApiSchema(AutoSchema):
     def get_auth(self):
-        # ReadOnlyOrStaff is ours, so the schema generator cannot tell that reads are public.
+        # The permission class is ours, so the schema generator cannot tell that reads are public.
         auths = super().get_auth()
         return [*auths, {}] if self.method in SAFE_METHODS and {} not in auths else auths
+
+
+class JSONBodyParser(JSONParser):
+    """DRF's JSON parser, with every way a body can fail to parse answered as a 400.
+
+    The decoder recurses once per nesting level, so a body of 100,000 opening brackets raises
+    RecursionError, which DRF's parser lets through as a 500.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except (RecursionError, ValueError) as error:
+            message = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+            raise ParseError(f"JSON parse error - {message}") from None
 
 
 class ApiView(APIView):
@@ -143,10 +170,13 @@ class ApiView(APIView):
     """
 
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
+    parser_classes = [JSONBodyParser]
     # A staff member signed in to the admin (with its CSRF token), or a script with HTTP Basic.
     authentication_classes = [SessionAuthentication, BasicAuthentication]
-    permission_classes = [ReadOnlyOrStaff]
+    permission_classes = [ReadOnlyOrStaffWithModelPermission]
+    # What a write is checked against: every view here shows or changes images. A view that
+    # writes anything else names its own.
+    queryset = Image.objects.all()
     schema = ApiSchema()
 
     def get_exception_handler(self):
@@ -198,7 +228,7 @@ class ImageListView(ApiView):
 
 
 class ImageDetailView(ApiView):
-    """One image: its renditions, size, tags and embedding status; staff may edit it."""
+    """One image: its renditions, size, tags and embedding status; staff who may change images edit it."""
 
     http_method_names = ["get", "patch", "head", "options"]
 
@@ -208,7 +238,8 @@ class ImageDetailView(ApiView):
 
     @extend_schema(
         operation_id="images_partial_update",
-        description="Staff only. Changes the caption and/or replaces the tags (by name; new names make new tags).",
+        description="Staff with the permission to change images (`gallery.change_image`), as in the admin. "
+        "Changes the caption and/or replaces the tags (by name; new names make new tags).",
         request=ImageUpdateSerializer,
         responses={200: ImageDetailSerializer, **BAD_INPUT, **STAFF_ONLY, **NOT_FOUND},
     )
@@ -259,6 +290,12 @@ class SearchView(ApiView):
     @extend_schema(
         operation_id="search_by_photo",
         request={"multipart/form-data": SearchRequest},
+        parameters=[
+            OpenApiParameter(
+                "Retry-After", int, OpenApiParameter.HEADER, response=[429],
+                description="Seconds until this address may search again.",
+            )
+        ],
         responses={
             200: SearchResultSerializer,
             **BAD_INPUT,

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.shortcuts import redirect, render
 from django.utils.decorators import method_decorator
 from django.views.generic import DetailView, FormView, ListView
+from django_ratelimit.core import _split_rate
 from django_ratelimit.decorators import ratelimit
 
 from similarity import search
@@ -95,6 +96,17 @@ class SearchView(FormView):
         return self.render_to_response(self.get_context_data(form=form, similar_images=similar, searched=True))
 
 
+def search_retry_after_seconds() -> int:
+    """How long a limited address waits at most: SEARCH_RATE's period ("10/m": 60 seconds).
+
+    django-ratelimit counts in fixed windows of that period, so by then a new one has begun.
+    """
+    _, seconds = _split_rate(settings.SEARCH_RATE)  # the library's own reading of a rate
+    return seconds
+
+
 def rate_limited(request, exception):
-    """django-ratelimit's answer: 429 with the site's own page."""
-    return render(request, "429.html", status=429)
+    """django-ratelimit's answer: 429 with the site's own page, and when to come back."""
+    response = render(request, "429.html", status=429)
+    response["Retry-After"] = str(search_retry_after_seconds())
+    return response

@@ -1,5 +1,7 @@
 import base64
+import json
 import re
+import time
 
 import pytest
 from django.conf import settings
@@ -7,6 +9,11 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from gallery.models import Image
 
 from tests.conftest import encode, photo_like, unit_vector, upload, wait_for
 
@@ -263,6 +270,165 @@ def basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
+# Each write, whatever the endpoint, needs what the admin needs for the same change: a staff
+# account holding the model permission named by the admin's word for the method.
+ADMIN_ACTION = {"post": "add", "put": "change", "patch": "change", "delete": "delete"}
+# Public writes change nothing; any other write must be in the access test below.
+PUBLIC_WRITES = {"search_by_photo"}
+
+
+def write_operations(client) -> list[tuple[str, str, dict]]:
+    """(path, method, operation) for every operation in the schema that is not a read."""
+    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
+    return [
+        (path, method, operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+        if method in ADMIN_ACTION or method.upper() not in ("GET", "HEAD", "OPTIONS")
+    ]
+
+
+def example_value(schema: dict):
+    """A valid value that differs from anything stored: each write changes something."""
+    kind = schema.get("type")
+    if kind == "string":
+        return "changed by an API write"
+    if kind == "array":
+        return [example_value(schema["items"])]
+    if kind == "integer":
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return True
+    raise AssertionError(f"teach example_value about {schema}")
+
+
+def example_body(operation: dict, components: dict) -> dict:
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    body = components[body["$ref"].rsplit("/", 1)[-1]] if "$ref" in body else body
+    return {name: example_value(field) for name, field in body["properties"].items() if not field.get("readOnly")}
+
+
+def gallery_state() -> dict:
+    """Every row of every gallery table (tags on images included)."""
+    from django.apps import apps
+
+    return {
+        model._meta.db_table: list(model.objects.order_by("pk").values())
+        for model in apps.get_app_config("gallery").get_models(include_auto_created=True)
+    }
+
+
+def test_the_only_public_write_is_search(client):
+    public = {operation["operationId"] for _, _, operation in write_operations(client) if {} in operation["security"]}
+    assert public == PUBLIC_WRITES
+
+
+@pytest.mark.parametrize("auth", ["session", "basic"])
+@pytest.mark.parametrize(
+    "who, allowed",
+    [
+        ("nobody", False),
+        ("a signed-in visitor with every permission", False),  # not staff: the admin refuses them too
+        ("staff with every other permission", False),
+        ("staff with the permission", True),
+        ("a superuser", True),
+    ],
+)
+def test_every_write_needs_staff_with_the_model_permission(client, django_user_model, image_factory, auth, who, allowed):
+    from django.contrib.auth.models import Permission
+
+    image = image_factory(1, caption="kept")
+    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
+    operations = [op for op in write_operations(client) if op[2]["operationId"] not in PUBLIC_WRITES]
+    assert operations  # the image edit, at least
+    for path, method, operation in operations:
+        action = ADMIN_ACTION[method]
+        gallery_permissions = Permission.objects.filter(content_type__app_label="gallery")
+        permissions = {
+            "nobody": None,
+            "a signed-in visitor with every permission": gallery_permissions,
+            "staff with every other permission": gallery_permissions.exclude(codename__startswith=f"{action}_"),
+            "staff with the permission": gallery_permissions.filter(codename__startswith=f"{action}_"),
+            "a superuser": Permission.objects.none(),
+        }[who]
+        credentials, browser = {}, Client()
+        if permissions is not None:
+            user = django_user_model.objects.create_user(
+                f"user-{method}-{len(path)}", password="a-long-password", is_staff=who != "a signed-in visitor with every permission",
+                is_superuser=who == "a superuser",
+            )
+            user.user_permissions.set(permissions)
+            if auth == "session":
+                browser.force_login(user)
+            else:
+                credentials = {"HTTP_AUTHORIZATION": basic_auth(user.username, "a-long-password")}
+        before = gallery_state()
+
+        url = re.sub(r"\{[^}]+\}", str(image.pk), path)
+        body = example_body(operation, schema["components"]["schemas"])
+        response = browser.generic(method.upper(), url, json.dumps(body), content_type="application/json", **credentials)
+
+        if allowed:
+            assert response.status_code == 200, (method, path, response.content)
+            assert gallery_state() != before
+        else:
+            assert response.status_code in (401, 403), (method, path, response.content)
+            assert response.json()["error"]["status"] == response.status_code
+            assert gallery_state() == before, f"{method} {path} changed data for {who}"
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ('{"a":', "}")])
+def test_a_body_nested_100000_deep_is_a_json_400(staff_client, image_factory, opening, closing):
+    image = image_factory(1, caption="kept")
+    body = opening * 100_000 + "1" + closing * 100_000
+    response = staff_client.patch(detail_url(image), body, content_type="application/json")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json()["error"]["status"] == 400 and "JSON" in response.json()["error"]["message"]
+    image.refresh_from_db()
+    assert image.caption == "kept"
+
+
+def not_json(body: bytes) -> bool:
+    """Malformed: not empty (an empty body is no data, as `{}` is) and not a JSON document."""
+    if not body:
+        return False
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+# Bodies that are almost JSON: a valid document cut short or with a byte changed, bytes, text.
+json_documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+).map(lambda value: json.dumps(value).encode())
+malformed_bodies = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.tuples(json_documents, st.integers(min_value=0)).map(lambda pair: pair[0][: pair[1] % max(len(pair[0]), 1)]),
+    st.tuples(json_documents, st.integers(min_value=0), st.binary(min_size=1, max_size=3)).map(
+        lambda triple: triple[0][: triple[1] % len(triple[0])] + triple[2] + triple[0][triple[1] % len(triple[0]) + 1 :]
+    ),
+    st.integers(min_value=1, max_value=50_000).map(lambda depth: b"[" * depth),
+).filter(not_json)
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=malformed_bodies)
+def test_any_malformed_json_body_is_a_json_400(staff_client, image_factory, body):
+    image = Image.objects.first() or image_factory(1, caption="kept")
+    response = staff_client.patch(detail_url(image), body, content_type="application/json")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json", response.content
+    assert response.json()["error"]["status"] == 400
+    image.refresh_from_db()
+    assert image.caption == "kept"
+
+
 # --- Search by photo -------------------------------------------------------------------
 
 SEARCH_API_URL = reverse("gallery:api-search")
@@ -285,12 +451,28 @@ def test_search_without_a_worker_is_a_json_503(settings):
     assert response.status_code == 503 and "busy or not running" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("url", [SEARCH_API_URL, reverse("gallery:search")])
+def test_a_429_says_when_to_come_back_and_is_right(settings, url):
+    # A window of two seconds: waiting as long as Retry-After says is enough, and no longer.
+    settings.SEARCH_RATE = "1/2s"
+    client = Client(REMOTE_ADDR="192.0.2.15")
+
+    def search():
+        return client.post(url, {"photo": upload("x.jpg", b"not a picture")})
+
+    limited = next(response for response in (search(), search()) if response.status_code == 429)
+    assert limited["Retry-After"] == "2"
+    time.sleep(int(limited["Retry-After"]))
+    assert search().status_code != 429
+
+
 def test_searches_are_rate_limited_per_address_with_a_json_429(settings):
     settings.SEARCH_RATE = "2/m"
     client = Client(REMOTE_ADDR="192.0.2.12")
     responses = [client.post(SEARCH_API_URL, {"photo": upload("x.jpg", b"not a picture")}) for _ in range(3)]
     assert [response.status_code for response in responses] == [400, 400, 429]
     assert responses[2].json()["error"]["status"] == 429
+    assert responses[2]["Retry-After"] == "60"  # a minute's window: at most a minute to wait
     assert Client(REMOTE_ADDR="192.0.2.13").post(SEARCH_API_URL, {"photo": upload("x.jpg", b"x")}).status_code == 400
 
 
