@@ -35,13 +35,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from django.conf import settings  # noqa: E402
-from PIL import Image  # noqa: E402
 from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 from torchvision.models import ResNet18_Weights, resnet18  # noqa: E402
 
 from imagerec.cpus import cpu_share  # noqa: E402
 from imagerec.imaging import synthetic_photo  # noqa: E402
 
+from .preprocessing import INPUT_SIDE, crop_geometry, network_pixels  # noqa: E402
 from .weights import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_path, model_identity  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -187,8 +187,6 @@ def embedding_device() -> torch.device:
     raise DeviceUnavailable(f"EMBEDDING_DEVICE={configured!r} is not a device: use auto, cpu, cuda or cuda:N.")
 
 
-INPUT_SIDE = 224  # the centre crop the network sees
-RESIZE_SIDE = 256  # the shorter side before that crop
 # Largest cosine distance between a picture's vector from the GPU path (nvJPEG at full scale,
 # half precision) and the CPU worker's (Pillow's reduced-scale decode, single precision).
 # The reduced-scale decode accounts for most of it (half precision alone agrees to 1e-6);
@@ -199,17 +197,6 @@ DEVICE_COSINE_TOLERANCE = 1e-3
 DECODE_CHUNK = 64
 # Same-sized pictures resized together; bounds the float copy (16 x 72 MB at 6 megapixels).
 RESIZE_CHUNK = 16
-
-
-def crop_geometry(width: int, height: int) -> tuple[int, int, int, int]:
-    """(resized width, resized height, top, left): torchvision's arithmetic for resize 256, crop 224."""
-    if width <= height:
-        resized_width, resized_height = RESIZE_SIDE, int(RESIZE_SIDE * height / width)
-    else:
-        resized_width, resized_height = int(RESIZE_SIDE * width / height), RESIZE_SIDE
-    top = int(round((resized_height - INPUT_SIDE) / 2.0))
-    left = int(round((resized_width - INPUT_SIDE) / 2.0))
-    return resized_width, resized_height, top, left
 
 
 def oriented(picture: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -261,21 +248,8 @@ class Encoder:
     def on_gpu(self) -> bool:
         return self.device.type == "cuda"
 
-    @staticmethod
-    def pixels(image: Image.Image) -> np.ndarray:
-        """The 224x224 RGB pixels the network sees, as uint8 (height, width, 3).
-
-        The weights' transform resizes the shorter side to 256 and crops the centre 224;
-        here one bilinear resize of just the cropped region does both, at half the cost.
-        The pixels are the same but for rounding (one level apart, here and there).
-        Pillow and NumPy only: safe to run in many threads while torch runs a batch.
-        """
-        width, height = image.size
-        resized_width, resized_height, top, left = crop_geometry(width, height)
-        x_scale, y_scale = width / resized_width, height / resized_height
-        box = (left * x_scale, top * y_scale, (left + INPUT_SIDE) * x_scale, (top + INPUT_SIDE) * y_scale)
-        cropped = image.resize((INPUT_SIDE, INPUT_SIDE), Image.Resampling.BILINEAR, box=box)
-        return np.asarray(cropped, dtype=np.uint8)
+    # Pillow and NumPy only (a module of its own, which web processes share for searches).
+    pixels = staticmethod(network_pixels)
 
     def pixels_to_tensor(self, pixels: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalised float input for a batch, already channels-last (NHWC in memory)."""
