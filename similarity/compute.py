@@ -34,6 +34,7 @@ from PIL import Image
 from imagerec.imaging import UndecodableImage, load_rgb
 
 from .jpeg import JpegHeader, device_decodable
+from .preprocessing import PIXELS_BYTES, PIXELS_SHAPE
 
 Source = tuple[int, Callable[[], BinaryIO]]  # (key, open the file for reading)
 MISSING = "The stored file is missing."
@@ -282,11 +283,12 @@ def _cancel(futures) -> None:
         future.cancel()
 
 
-def embedding_of_picture(data: bytes) -> tuple[str, np.ndarray]:
-    """(model identity, vector) of one picture given as file bytes: a visitor's search."""
-    import io
-
+def embedding_of_picture(pixels: bytes) -> tuple[str, np.ndarray]:
+    """(model identity, vector) of a visitor's search: the picture's network pixels, prepared by
+    the web process with ``preprocessing.network_pixels`` as this worker prepares a stored image."""
     from .encoder import get_encoder
 
+    if len(pixels) != PIXELS_BYTES:
+        raise ValueError(f"A search's pixels are {PIXELS_BYTES} bytes ({PIXELS_SHAPE}), not {len(pixels)}.")
     encoder = get_encoder()
-    return encoder.identity, encoder.embed([load_rgb(io.BytesIO(data))])[0]
+    return encoder.identity, encoder.embed_pixels([np.frombuffer(pixels, dtype=np.uint8).reshape(PIXELS_SHAPE)])[0]

@@ -1,6 +1,9 @@
 """Search by example, the web side: a visitor's picture to the workers, and its neighbours back.
 
-The web process never runs the network: it sends a small JPEG of the picture to the
+The web process never runs the network: it prepares the picture exactly as a worker prepares
+a stored image (the decode is upload validation's, which is the worker's; the resize and crop
+are ``preprocessing.network_pixels``, the worker's own), so a gallery image's own file finds
+itself first, at a similarity of 1 but for float rounding. Those pixels travel losslessly to the
 `searches` queue, which the embedding workers serve ahead of any ingest backlog (a worker of
 its own in the Procfile), waits a bounded time for the vector, and asks PostgreSQL for the
 nearest images. Nothing is stored: the picture travels in the message, and the vector comes
@@ -10,7 +13,6 @@ back through the result backend, which forgets it within minutes.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 
 import numpy as np
@@ -22,38 +24,35 @@ from PIL import Image
 from imagerec.celery import app
 
 from .models import Embedding
+from .preprocessing import network_pixels
 from .selectors import SimilarImage, similarity_from_distance
 
 logger = logging.getLogger(__name__)
 
 QUERY_TASK = "similarity.query_embed"
-# The network sees 224 pixels of a 256-pixel resize: a 512-pixel copy loses nothing it uses.
-QUERY_SIDE = 512
 
 
 class SearchUnavailable(Exception):
     """No worker answered in time: busy, or not running. The message says so to the visitor."""
 
 
-def query_picture(picture: Image.Image) -> bytes:
-    """A small JPEG of the (upright, RGB) picture, its shorter side QUERY_SIDE: what travels to the worker."""
-    scale = QUERY_SIDE / min(picture.size)
-    if scale < 1:
-        picture = picture.resize(
-            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.Resampling.LANCZOS
-        )
-    buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=92)
-    return buffer.getvalue()
+def query_pixels(picture: Image.Image) -> bytes:
+    """What travels to the worker: the network's input pixels of the (upright, RGB) picture.
+
+    Raw uint8 RGB, always PIXELS_BYTES (150,528) long whatever the photo's size or shape:
+    the message is bounded by the network's input, not by the upload. A lossy re-encoding
+    (a JPEG) would move a picture's vector away from its stored twin's.
+    """
+    return network_pixels(picture).tobytes()
 
 
-def query_vector(*, jpeg: bytes, timeout: float | None = None) -> tuple[str, np.ndarray]:
+def query_vector(*, pixels: bytes, timeout: float | None = None) -> tuple[str, np.ndarray]:
     """(model identity, vector) of the picture, computed by a worker; SearchUnavailable if none answers."""
     timeout = settings.SEARCH_TIMEOUT_SECONDS if timeout is None else timeout
     try:
         result = app.send_task(
             QUERY_TASK,
-            args=[base64.b64encode(jpeg).decode("ascii")],
+            args=[base64.b64encode(pixels).decode("ascii")],
             expires=timeout,  # not worth doing once the visitor's page has given up
             time_limit=None,
             soft_time_limit=None,
@@ -78,7 +77,7 @@ def query_vector(*, jpeg: bytes, timeout: float | None = None) -> tuple[str, np.
 
 def images_similar_to_picture(*, picture: Image.Image, k: int, tag=None) -> list[SimilarImage]:
     """The k gallery images most like a visitor's (decoded, upright) picture; SearchUnavailable if no worker answers."""
-    identity, vector = query_vector(jpeg=query_picture(picture))
+    identity, vector = query_vector(pixels=query_pixels(picture))
     return images_similar_to_vector(vector=vector, identity=identity, k=k, tag=tag)
 
 

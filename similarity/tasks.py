@@ -11,11 +11,11 @@ from . import compute
     name="similarity.query_embed",
     # The visitor's page waits for this result (the one task whose result is kept).
     ignore_result=False,
-    # A search is one small picture: if it takes longer, the page has long given up.
+    # A search is one picture's network pixels: if it takes longer, the page has long given up.
     soft_time_limit=20,
     time_limit=30,
 )
-def query_embed(picture: str) -> dict:
-    """The vector of a visitor's picture (base64 JPEG), and the model that made it."""
-    identity, vector = compute.embedding_of_picture(base64.b64decode(picture))
+def query_embed(pixels: str) -> dict:
+    """The vector of a visitor's picture (base64 of its network pixels, see search.query_pixels), and the model."""
+    identity, vector = compute.embedding_of_picture(base64.b64decode(pixels))
     return {"identity": identity, "vector": [float(value) for value in vector]}

@@ -4,11 +4,19 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image as PILImage
 
+from gallery.validation import picture_validate
 from imagerec.imaging import load_rgb
-from similarity.compute import embeddings_compute
+from similarity.compute import embedding_of_picture, embeddings_compute
 from similarity.encoder import get_encoder
-from tests.conftest import encode, photo_like
+from similarity.preprocessing import PIXELS_SHAPE
+from similarity.search import query_pixels
+from tests.conftest import encode, photo_like, upload
+from tests.picture_formats import accepted_files
 
 
 def sources_of(files: dict[int, bytes | None], tmp_path: Path):
@@ -44,3 +52,35 @@ def test_batches_are_yielded_one_by_one_and_a_bad_file_fails_alone(tmp_path):
 
 def test_nothing_to_compute_yields_nothing():
     assert list(embeddings_compute(sources=[], batch_size=4)) == []
+
+
+@pytest.mark.parametrize("name", sorted(accepted_files()))
+def test_a_search_photo_reaches_the_network_as_its_stored_twin_does(name, tmp_path):
+    """The web side's preparation of a visitor's photo gives the worker's pixels for the same file, exactly."""
+    content = accepted_files()[name]
+    # Pillow's decode, as on a CPU worker (a GPU worker's own JPEG decode is within
+    # DEVICE_COSINE_TOLERANCE of it, tested in test_device.py).
+    (stored,) = embeddings_compute(sources=sources_of({1: content}, tmp_path), batch_size=1, decode_on_device=False)
+
+    pixels = query_pixels(picture_validate(upload(name, content)))
+    identity, vector = embedding_of_picture(pixels)
+
+    np.testing.assert_array_equal(
+        np.frombuffer(pixels, dtype=np.uint8).reshape(PIXELS_SHAPE), get_encoder().pixels(load_rgb(io.BytesIO(content)))
+    )
+    assert identity == get_encoder().identity
+    assert float(np.dot(vector, stored.vectors[1])) > 0.9999
+
+
+@settings(max_examples=25, deadline=None)
+@given(width=st.integers(1, 3000), height=st.integers(1, 3000))
+def test_a_search_message_has_one_size_whatever_the_photos_shape(width, height):
+    """The message to the worker is bounded by the network's input, not by the visitor's photo."""
+    pixels = query_pixels(PILImage.new("RGB", (width, height), (width % 256, height % 256, 7)))
+    identity, vector = embedding_of_picture(pixels)
+    assert len(pixels) == 224 * 224 * 3 and vector.shape == (512,)
+
+
+def test_a_search_message_of_the_wrong_size_is_refused():
+    with pytest.raises(ValueError, match="150528 bytes"):
+        embedding_of_picture(b"\xff\xd8\xff" + bytes(1000))
