@@ -249,6 +249,12 @@ def decode(
     except UndecodableImage:
         raise
     except UnidentifiedImageError:
+        claimed = _claimed_format(source)
+        if claimed and (allowed_formats is None or claimed in allowed_formats):
+            # It starts like a picture of an accepted format but its header cannot be read
+            # (a TIFF without ImageWidth): damaged, not a stranger to us.
+            detail = f"the {claimed} header is damaged or incomplete"
+            raise UndecodableImage(f"The image cannot be decoded: {detail}.", detail) from None
         raise NotAnImage("The image cannot be decoded: the file is not a picture in a format Pillow reads.") from None
     except Image.DecompressionBombError:
         # Over twice Pillow's own limit: refused by Image.open before the size is known to us.
@@ -266,6 +272,27 @@ def decode(
     if _turned(stored_size, upright.size):
         width, height = height, width
     return Decoded(picture=upright, format=image_format, width=width, height=height)
+
+
+def _claimed_format(source) -> str | None:
+    """The format whose signature ``source`` starts with (Pillow's own test), or None."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as handle:
+                prefix = handle.read(16)
+        else:
+            position = source.tell()
+            source.seek(0)
+            prefix = source.read(16)
+            source.seek(position)
+        Image.init()
+        for image_format, (_, accept) in Image.OPEN.items():
+            verdict = accept(prefix) if accept is not None else False
+            if verdict and not isinstance(verdict, str):  # a string is Pillow's "close, but no"
+                return image_format
+    except Exception:  # noqa: BLE001 - only a better reason is at stake
+        pass
+    return None
 
 
 DEFLATE = (8, 32946)

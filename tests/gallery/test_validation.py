@@ -232,3 +232,23 @@ def test_original_name_never_exceeds_the_limit(name):
 
     assert 0 < len(cleaned) <= ORIGINAL_NAME_MAX_LENGTH
     assert cleaned[0] == name[0]
+
+
+def tiff_missing(tag: int) -> bytes:
+    import struct
+
+    content = bytearray(image_bytes("TIFF"))
+    directory = struct.unpack_from("<I", content, 4)[0]
+    for index in range(struct.unpack_from("<H", content, directory)[0]):
+        entry = directory + 2 + 12 * index
+        if struct.unpack_from("<H", content, entry)[0] == tag:
+            struct.pack_into("<H", content, entry, 65000 + index)
+    return bytes(content)
+
+
+@pytest.mark.parametrize("tag", [256, 257], ids=["no ImageWidth", "no ImageLength"])
+def test_a_tiff_whose_header_cannot_be_read_is_refused_as_damaged_not_as_a_stranger(tag):
+    error = rejection(upload("scan.tif", tiff_missing(tag)))
+
+    assert error.code == "corrupt"
+    assert "damaged or incomplete" in error.messages[0] and "TIFF" in error.messages[0]
