@@ -35,6 +35,9 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 SEED = int(os.environ.get("FUZZ_SEED", "15"))
 ACCEPTED_SEARCHES = max(3, EXAMPLES // 20)
 
+# Pillow warns about the metadata the mutants garble ("Corrupt EXIF data"); that is the point.
+pytestmark = pytest.mark.filterwarnings(r"ignore::UserWarning:PIL\..*")
+
 ADD_URL = reverse("admin:gallery_image_add")
 SEARCH_URL = reverse("gallery:search")
 API_SEARCH_URL = reverse("gallery:api-search")
