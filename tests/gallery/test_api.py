@@ -277,14 +277,17 @@ ADMIN_ACTION = {"post": "add", "put": "change", "patch": "change", "delete": "de
 PUBLIC_WRITES = {"search_by_photo"}
 
 
-def write_operations(client) -> list[tuple[str, str, dict]]:
+def api_schema(client) -> dict:
+    return client.get(reverse("api-schema"), {"format": "json"}).json()
+
+
+def write_operations(schema: dict) -> list[tuple[str, str, dict]]:
     """(path, method, operation) for every operation in the schema that is not a read."""
-    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
     return [
         (path, method, operation)
         for path, methods in schema["paths"].items()
         for method, operation in methods.items()
-        if method in ADMIN_ACTION or method.upper() not in ("GET", "HEAD", "OPTIONS")
+        if method in ADMIN_ACTION
     ]
 
 
@@ -302,7 +305,9 @@ def example_value(schema: dict):
     raise AssertionError(f"teach example_value about {schema}")
 
 
-def example_body(operation: dict, components: dict) -> dict:
+def example_body(operation: dict, components: dict) -> dict | None:
+    if "requestBody" not in operation:
+        return None  # a DELETE, say
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     body = components[body["$ref"].rsplit("/", 1)[-1]] if "$ref" in body else body
     return {name: example_value(field) for name, field in body["properties"].items() if not field.get("readOnly")}
@@ -319,7 +324,8 @@ def gallery_state() -> dict:
 
 
 def test_the_only_public_write_is_search(client):
-    public = {operation["operationId"] for _, _, operation in write_operations(client) if {} in operation["security"]}
+    operations = write_operations(api_schema(client))
+    public = {operation["operationId"] for _, _, operation in operations if {} in operation["security"]}
     assert public == PUBLIC_WRITES
 
 
@@ -338,10 +344,10 @@ def test_every_write_needs_staff_with_the_model_permission(client, django_user_m
     from django.contrib.auth.models import Permission
 
     image = image_factory(1, caption="kept")
-    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
-    operations = [op for op in write_operations(client) if op[2]["operationId"] not in PUBLIC_WRITES]
+    schema = api_schema(client)
+    operations = [op for op in write_operations(schema) if op[2]["operationId"] not in PUBLIC_WRITES]
     assert operations  # the image edit, at least
-    for path, method, operation in operations:
+    for number, (path, method, operation) in enumerate(operations):
         action = ADMIN_ACTION[method]
         gallery_permissions = Permission.objects.filter(content_type__app_label="gallery")
         permissions = {
@@ -354,7 +360,7 @@ def test_every_write_needs_staff_with_the_model_permission(client, django_user_m
         credentials, browser = {}, Client()
         if permissions is not None:
             user = django_user_model.objects.create_user(
-                f"user-{method}-{len(path)}", password="a-long-password", is_staff=who != "a signed-in visitor with every permission",
+                f"user-{number}", password="a-long-password", is_staff=who != "a signed-in visitor with every permission",
                 is_superuser=who == "a superuser",
             )
             user.user_permissions.set(permissions)
@@ -366,10 +372,11 @@ def test_every_write_needs_staff_with_the_model_permission(client, django_user_m
 
         url = re.sub(r"\{[^}]+\}", str(image.pk), path)
         body = example_body(operation, schema["components"]["schemas"])
-        response = browser.generic(method.upper(), url, json.dumps(body), content_type="application/json", **credentials)
+        data = "" if body is None else json.dumps(body)
+        response = browser.generic(method.upper(), url, data, content_type="application/json", **credentials)
 
         if allowed:
-            assert response.status_code == 200, (method, path, response.content)
+            assert 200 <= response.status_code < 300, (method, path, response.content)
             assert gallery_state() != before
         else:
             assert response.status_code in (401, 403), (method, path, response.content)
