@@ -82,7 +82,12 @@ class RequestBodyLimitMiddleware:
             if too_large:
                 return request_too_large(request, limit)
         elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            body = read_at_most(request.META["wsgi.input"], limit)
+            try:
+                body = read_at_most(request.META["wsgi.input"], limit)
+            except Exception as error:
+                # Each server raises its own errors on a malformed or cut-off chunked body
+                # (gunicorn: ParseException subclasses, NoMoreData): the client's fault.
+                raise BadRequest("The chunked request body could not be read.") from error
             if body is None:
                 return request_too_large(request, limit)
             size = body.seek(0, io.SEEK_END)
@@ -116,7 +121,7 @@ def client_address(request) -> str:
 
     Each proxy appends the address it was reached from to X-Forwarded-For; a client may send
     any entries of its own, which end up on the left. So the entry TRUSTED_PROXY_COUNT from
-    the right is the last one a trusted proxy wrote, and what a client forged never counts.
+    the right is the one the outermost trusted proxy wrote, and what a client forged never counts.
     With no trusted proxy, or a request that did not come through all of them, the connecting
     address. django-ratelimit keys its counts with it (RATELIMIT_IP_META_KEY).
     """

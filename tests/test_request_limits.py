@@ -168,6 +168,21 @@ def test_a_chunked_body_past_the_limit_is_refused_while_it_arrives(start_server,
     assert list(upload_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcdef\r\n0\r\n\r\n", b"3\r\nab", b"ffffffffffffffffffff\r\n"],
+    ids=["bad size", "missing terminator", "cut off", "huge size"],
+)
+def test_a_broken_chunked_body_is_a_bad_request_logged_in_one_line(start_server, chunks):
+    server = start_server()
+    head = post_head("/api/search/", Content_Type=MULTIPART, Transfer_Encoding="chunked")
+    with raw_request(server.port, head, chunks) as connection:
+        connection.shutdown(socket.SHUT_WR)  # the client stops sending: a cut-off body ends here
+        status, _, body = response_of(connection)
+    assert status in (400, 413), body
+    assert "Traceback" not in server.log()
+
+
 def test_a_photo_within_the_limit_is_searched_with_a_length_or_chunked(start_server, worker):
     server = start_server()
     body = multipart(encode(photo_like(3)))
