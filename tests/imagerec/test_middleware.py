@@ -63,11 +63,10 @@ def test_a_body_declared_larger_than_its_path_accepts_is_refused_unread(path, se
         assert b"larger than" in response.content
 
 
-@given(length=st.integers(min_value=1, max_value=2**63))
-def test_any_length_over_the_search_limit_is_refused(length):
-    limit = settings.SEARCH_MAX_REQUEST_BYTES
-    if length > limit:
-        assert post_declaring("/api/search/", length).status_code == 413
+@given(path_and_setting=st.sampled_from(PATHS), excess=st.integers(min_value=1, max_value=2**62))
+def test_any_length_over_a_paths_limit_is_refused(path_and_setting, excess):
+    path, setting = path_and_setting
+    assert post_declaring(path, getattr(settings, setting) + excess).status_code == 413
 
 
 def test_a_photo_within_the_limit_is_searched(settings):
