@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -273,9 +274,10 @@ TAG_SLUG_MAX_LENGTH = Tag._meta.get_field("slug").max_length
 
 
 def tag_name_clean(name: str) -> str:
-    """A name as it is stored: without NUL characters (PostgreSQL text cannot hold them) or
-    spaces at either end, cut to the column's length. Empty means no tag."""
-    return name.replace("\x00", "").strip()[:TAG_NAME_MAX_LENGTH].rstrip()
+    """A name as it is stored: without what PostgreSQL text cannot hold (NUL, lone surrogates,
+    which only a JSON escape can make) or spaces at either end, cut to the column's length.
+    Empty means no tag."""
+    return re.sub("[\x00\ud800-\udfff]", "", name).strip()[:TAG_NAME_MAX_LENGTH].rstrip()
 
 
 def _tag_slug_candidates(name: str) -> Iterator[str]:
@@ -284,7 +286,7 @@ def _tag_slug_candidates(name: str) -> Iterator[str]:
     The Unicode slug of the name comes first. It is cut after slugify's normalisation, which
     can make it longer than the name ("ﷺ" is one character and eighteen letters). Then, for a
     slug already taken or a name with no letters or digits ("%%%"), the same with a hash of
-    the name after it: distinct names get distinct slugs, and a name always the same one.
+    the name after it, so that distinct names get distinct slugs.
     """
     base = slugify(name, allow_unicode=True)[:TAG_SLUG_MAX_LENGTH].rstrip("-_")
     if base:
@@ -295,7 +297,7 @@ def _tag_slug_candidates(name: str) -> Iterator[str]:
         yield f"{stem}-{digest[:length]}"
     # Only a slug chosen to equal this name's hashed one gets this far.
     stem = (base or "tag")[: TAG_SLUG_MAX_LENGTH - 20].rstrip("-_")
-    for number in range(2, 10**9):
+    for number in itertools.count(2):
         yield f"{stem}-{digest[:8]}-{number}"
 
 
