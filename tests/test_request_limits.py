@@ -109,12 +109,16 @@ def response_of(connection: socket.socket) -> tuple[int, dict, bytes]:
 
 
 def post_head(path: str, **headers: str) -> str:
-    lines = [f"POST {path} HTTP/1.1", "Host: localhost", *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items())]
+    fields = [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost", *fields]
     return "\r\n".join(lines) + "\r\n"
 
 
 MULTIPART = "multipart/form-data; boundary=limits"
-PREAMBLE = b'--limits\r\nContent-Disposition: form-data; name="photo"; filename="huge.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+PREAMBLE = (
+    b'--limits\r\nContent-Disposition: form-data; name="photo"; filename="huge.jpg"\r\n'
+    b"Content-Type: image/jpeg\r\n\r\n"
+)
 HUGE = 300 * 1024 * 1024
 
 
@@ -188,13 +192,16 @@ def test_a_photo_within_the_limit_is_searched_with_a_length_or_chunked(start_ser
     body = multipart(encode(photo_like(3)))
     assert len(body) < SEARCH_LIMIT
 
-    with raw_request(server.port, post_head("/api/search/", Content_Type=MULTIPART, Content_Length=len(body)), body) as sized:
+    sized_head = post_head("/api/search/", Content_Type=MULTIPART, Content_Length=len(body))
+    with raw_request(server.port, sized_head, body) as sized:
         status, _, answer = response_of(sized)
     assert status == 200, answer
     assert json.loads(answer) == {"similar": []}  # an empty gallery
 
-    chunks = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:1000], body[1000:])) + b"0\r\n\r\n"
-    with raw_request(server.port, post_head("/api/search/", Content_Type=MULTIPART, Transfer_Encoding="chunked"), chunks) as chunked:
+    parts = (body[:1000], body[1000:])
+    chunks = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in parts) + b"0\r\n\r\n"
+    chunked_head = post_head("/api/search/", Content_Type=MULTIPART, Transfer_Encoding="chunked")
+    with raw_request(server.port, chunked_head, chunks) as chunked:
         status, _, answer = response_of(chunked)
     assert status == 200, answer
     assert json.loads(answer) == {"similar": []}
@@ -287,7 +294,8 @@ def test_a_search_as_large_as_the_site_accepts_passes_caddy(behind_caddy):
     body = multipart(padding)
     assert len(body) == limit
 
-    with raw_request(proxy.port, post_head("/api/search/", Content_Type=MULTIPART, Content_Length=limit), body) as within:
+    head = post_head("/api/search/", Content_Type=MULTIPART, Content_Length=limit)
+    with raw_request(proxy.port, head, body) as within:
         status, _, answer = response_of(within)
     # The site read it all and judged the file itself: not an image.
     assert status == 400, answer[:300]
@@ -296,7 +304,8 @@ def test_a_search_as_large_as_the_site_accepts_passes_caddy(behind_caddy):
 
 def test_a_chunked_body_past_the_limit_is_refused_behind_caddy(behind_caddy):
     proxy, server = behind_caddy(REQUEST_MAX_BYTES="1048576")
-    with raw_request(proxy.port, post_head("/api/images/1/", Content_Type=MULTIPART, Transfer_Encoding="chunked")) as connection:
+    head = post_head("/api/images/1/", Content_Type=MULTIPART, Transfer_Encoding="chunked")
+    with raw_request(proxy.port, head) as connection:
         sender = threading.Thread(target=send_chunked, args=(connection, 10 * 1024 * 1024), daemon=True)
         sender.start()
         status, _, body = response_of(connection)
@@ -311,7 +320,8 @@ def test_two_clients_behind_caddy_have_their_own_search_limits(behind_caddy):
         headers = {"Content_Type": MULTIPART, "Content_Length": len(b"--limits--\r\n")}
         if forwarded:
             headers["X_Forwarded_For"] = forwarded
-        with raw_request(proxy.port, post_head("/api/search/", **headers), b"--limits--\r\n", source=client) as connection:
+        head = post_head("/api/search/", **headers)
+        with raw_request(proxy.port, head, b"--limits--\r\n", source=client) as connection:
             return response_of(connection)[0]
 
     alice, bob = "127.0.0.2", "127.0.0.3"

@@ -42,7 +42,8 @@ class Unreadable:
 def post_declaring(path: str, length: int, **extra):
     """A POST that declares ``length`` bytes of body, through the whole middleware stack."""
     return Client(raise_request_exception=False).generic(
-        "POST", path, b"", CONTENT_TYPE="multipart/form-data; boundary=x", CONTENT_LENGTH=str(length), **{"wsgi.input": Unreadable()}, **extra,
+        "POST", path, b"", CONTENT_TYPE="multipart/form-data; boundary=x", CONTENT_LENGTH=str(length),
+        **{"wsgi.input": Unreadable()}, **extra,
     )
 
 
