@@ -26,7 +26,8 @@ DATA_DIR = Path(os.environ.get("IMAGEREC_DATA_DIR") or PROJECT_DIR / ".devdata")
 
 def run_seed(seed: int, count: int) -> int:
     environment = {**os.environ, "FUZZ_SEED": str(seed), "FUZZ_EXAMPLES": str(count)}
-    command = [sys.executable, "-m", "pytest", "tests/test_upload_fuzz.py", "-q", "-x", "-p", "no:cacheprovider", "--disable-warnings"]
+    command = [sys.executable, "-m", "pytest", "tests/test_upload_fuzz.py", "-q", "-x",
+               "-p", "no:cacheprovider", "--disable-warnings"]
     return subprocess.run(command, cwd=PROJECT_DIR, env=environment, check=False).returncode
 
 

@@ -418,11 +418,15 @@ def with_strip_byte_count(data: bytes, count: int) -> bytes:
     return bytes(patched)
 
 
+@pytest.mark.parametrize("strip_size", [None, 300])
 @pytest.mark.parametrize("size", [(200, 150), (1, 1), (37, 300), (640, 20)])
 @pytest.mark.parametrize("compression", TIFF_COMPRESSIONS)
-def test_every_intact_tiff_compression_is_accepted_in_strict_mode(compression, size):
+def test_every_intact_tiff_compression_is_accepted_in_strict_mode(compression, size, strip_size):
     # An unknown private tag and a description: libtiff warns about the first, and must not be heeded.
-    data = tiff_bytes(compression, size, tiffinfo={65000: "private", 270: "a scan"})
+    if strip_size and compression == "jpeg":  # JPEG strips hold whole 16-row blocks
+        strip_size = 16 * size[0] * 3
+    options = {"strip_size": strip_size} if strip_size else {}
+    data = tiff_bytes(compression, size, tiffinfo={65000: "private", 270: "a scan"}, **options)
 
     decoded = decode(io.BytesIO(data), strict=True)
 
@@ -446,11 +450,15 @@ def test_a_fax_tiff_cut_short_is_refused_in_strict_mode(compression, kept):
         decode(io.BytesIO(short), strict=True)
 
 
+@pytest.mark.parametrize("strips", ["one strip", "many strips"])
 @pytest.mark.parametrize("damage", ["zeroed second half", "bit flips"])
 @pytest.mark.parametrize("compression", ["group4", "tiff_ccitt"])
-def test_a_fax_tiff_with_damaged_data_is_refused_in_strict_mode(compression, damage):
-    data = bytearray(tiff_bytes(compression))
-    offset, count = strip_of(bytes(data))
+def test_a_fax_tiff_with_damaged_data_is_refused_in_strict_mode(compression, damage, strips):
+    # Many strips: the damage is in the second of several, each decoded apart from the others.
+    data = bytearray(tiff_bytes(compression, **({"strip_size": 1000} if strips == "many strips" else {})))
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        damaged = 1 if strips == "many strips" else 0
+        offset, count = image.tag_v2[273][damaged], image.tag_v2[279][damaged]
     if damage == "zeroed second half":
         data[offset + count // 2 : offset + count] = bytes(count - count // 2)
     else:
