@@ -30,11 +30,10 @@ max_requests_jitter = 200
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 accesslog = "-"
-# Client (as the proxy saw it, then the connecting address), request line, status, bytes,
-# duration in milliseconds, the site's request id, referrer, user agent.
-access_log_format = (
-    '%({x-forwarded-for}i)s %(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
-)
+# Request line, status, bytes, duration in milliseconds and the site's request id: nothing
+# that identifies a visitor (no address, user agent or referrer), as the README's privacy
+# section promises. Operators who need addresses for abuse handling log them at the proxy.
+access_log_format = '"%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
 # Prometheus counts of every worker process in one scrape (prometheus-client's multiprocess
 # mode): the master prepares the folder before forking and removes it at exit.

@@ -191,3 +191,23 @@ def test_json_logs_carry_the_request_id_that_the_response_returns(start_gunicorn
     # gunicorn's access log line, JSON too, names the same request.
     access = [json.loads(line) for line in server.log().splitlines() if '"gunicorn.access"' in line]
     assert any(line["request_id"] == "trace-4f1c" and "/images/999999/" in line["message"] for line in access)
+
+
+def test_the_access_log_records_nothing_that_identifies_a_visitor(start_gunicorn):
+    server = start_gunicorn()
+    visitor = {
+        "X-Forwarded-For": "203.0.113.77",
+        "User-Agent": "VisitorBrowser/9.1 unique-7781",
+        "Referer": "https://example.org/a-private-page",
+    }
+    status, _, _ = server.get("/images/999997/", headers={**visitor, "X-Request-ID": "trace-access-1"})
+    assert status == 404
+
+    access_line = wait_for(
+        lambda: next((line for line in server.log().splitlines() if "rid=trace-access-1" in line), None),
+        timeout=10,
+        message="the access log line of the request",
+    )
+    assert "GET /images/999997/" in access_line and " 404 " in access_line
+    for value in visitor.values():
+        assert value not in server.log()
