@@ -107,6 +107,7 @@ def search_retry_after_seconds() -> int:
 
 def rate_limited(request, exception):
     """django-ratelimit's answer: 429 with the site's own page, and when to come back."""
-    response = render(request, "429.html", status=429)
-    response["Retry-After"] = str(search_retry_after_seconds())
+    retry_after = search_retry_after_seconds()
+    response = render(request, "429.html", {"retry_after": retry_after}, status=429)
+    response["Retry-After"] = str(retry_after)
     return response

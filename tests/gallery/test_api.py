@@ -469,6 +469,8 @@ def test_a_429_says_when_to_come_back_and_is_right(settings, url):
 
     limited = next(response for response in (search(), search()) if response.status_code == 429)
     assert limited["Retry-After"] == "2"
+    if url == reverse("gallery:search"):  # the page says it in words too
+        assert "try again in 2 seconds" in limited.content.decode()
     time.sleep(int(limited["Retry-After"]))
     assert search().status_code != 429
 
