@@ -108,6 +108,8 @@ def tiff_field(data: bytes, rng: random.Random) -> bytes:
 
 def png_field(data: bytes, rng: random.Random) -> bytes:
     """An IHDR field (width, height, bit depth, colour type, ...) set to an extreme value."""
+    if len(data) < 33:  # already cut before the end of IHDR
+        return flip_bits(data, rng)
     mutated = bytearray(data)
     offset, size = rng.choice([(16, 4), (20, 4), (24, 1), (25, 1), (26, 1), (27, 1), (28, 1)])
     value = rng.choice(EXTREMES) & (0xFFFFFFFF if size == 4 else 0xFF)
@@ -121,7 +123,7 @@ def jpeg_field(data: bytes, rng: random.Random) -> bytes:
     """A start-of-frame field (height, width, component count) set to an extreme value."""
     mutated = bytearray(data)
     frame = re.search(rb"\xff[\xc0\xc2]", data)
-    if frame is None:
+    if frame is None or frame.start() + 10 > len(data):
         return flip_bits(data, rng)
     offset, size = rng.choice([(5, 2), (7, 2), (9, 1), (4, 1)])  # height, width, components, precision
     value = rng.choice(EXTREMES) & (0xFFFF if size == 2 else 0xFF)
@@ -133,6 +135,8 @@ def little_endian_field(offsets: list[int]):
     """A header field at one of ``offsets`` (BMP sizes and depth, GIF screen size) set to an extreme."""
 
     def mutate(data: bytes, rng: random.Random) -> bytes:
+        if len(data) < max(offsets) + 2:
+            return flip_bits(data, rng)
         mutated, offset = bytearray(data), rng.choice(offsets)
         mutated[offset : offset + 2] = (rng.choice(EXTREMES) & 0xFFFF).to_bytes(2, "little")
         return bytes(mutated)
