@@ -150,12 +150,15 @@ def _libtiff_messages():
 def _libtiff_damage(messages) -> str | None:
     """The first libtiff message that means the picture data is damaged, or None.
 
-    Every error counts. A warning counts only when a codec gave it while decoding pixels
-    (its module names a decoder, such as Fax3Decode1D or LZWDecode, or is libjpeg inside a
-    TIFF): a damaged fax strip only draws warnings ("Premature EOF", "Line length mismatch")
-    and is otherwise drawn half blank. Warnings from reading the directory ("Unknown field
-    with tag", "ASCII value ... does not end in null byte", an unsorted directory) are about
-    metadata that decoding does not need: valid files from many writers draw them.
+    Every error counts: damaged fax data draws "Bad code word" errors, yet libtiff returns
+    a picture with the rows it could not read left blank. A warning counts only when a codec
+    gave it while decoding pixels (its module names a decoder, such as Fax3Decode2D or
+    LZWDecode, or is libjpeg inside a TIFF: "Premature EOF", "Line length mismatch", "Corrupt
+    JPEG data"). Warnings about the directory ("Unknown field with tag", an ASCII value
+    without its NUL, an unsorted directory) concern metadata that decoding does not need and
+    valid files from many writers draw them; Pillow silences libtiff's warnings while it
+    reads the directory anyway (briefly, process-wide: a codec warning of another thread in
+    that moment is lost, its errors are not).
     """
     for severity, module, message in messages:
         if severity == "error" or "Decode" in module or module == "JPEGLib":
