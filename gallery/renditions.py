@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 from collections.abc import Iterable
@@ -10,7 +9,6 @@ from collections.abc import Iterable
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from PIL import Image as PILImage
-from PIL import ImageCms
 
 from imagerec.imaging import UndecodableImage, load_rgb
 
@@ -20,35 +18,18 @@ from .storage import stored_file_delete
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
-def _srgb() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+def _pixels_only(picture: PILImage.Image) -> PILImage.Image:
+    """A new image holding the picture's pixels and nothing else.
 
-
-def _srgb_pixels(picture: PILImage.Image) -> PILImage.Image:
-    """The picture's pixels in sRGB, and nothing else: no profile, EXIF, XMP, comment or text.
-
-    Pillow carries ``info`` through every operation and writes some of it back on save (a
-    JPEG comment, XMP), so the pixels are copied into a new image that has none. Colours
-    are converted from the embedded profile first, so a wide-gamut or otherwise tagged photo
-    looks the same; the result has no profile at all, since browsers take an untagged JPEG
-    as sRGB and an embedded profile would be metadata of its own (who made it, on what).
+    The decoder already converts to sRGB and drops the file's metadata (``imaging.decode``);
+    the copy keeps public bytes free of anything that a later change there might let through,
+    since Pillow writes parts of ``info`` (a JPEG comment, XMP) back on save.
     """
-    icc_profile = picture.info.get("icc_profile")
-    if icc_profile and picture.mode == "RGB":
-        try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-            if source.profile.xcolor_space.strip() == "RGB":
-                picture = ImageCms.profileToProfile(picture, source, _srgb(), outputMode="RGB")
-        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-            # A damaged or unusual profile: the pixels are shown as they are, as a browser
-            # that cannot read the profile would show them.
-            logger.info("Colour profile not applied", exc_info=True)
     return PILImage.frombytes("RGB", picture.size, picture.convert("RGB").tobytes())
 
 
 def _render(picture: PILImage.Image, *, spec: int) -> tuple[bytes, int, int]:
-    """Scale down (never up) to ``spec`` pixels wide and re-encode: pixels only (``_srgb_pixels``)."""
+    """Scale down (never up) to ``spec`` pixels wide and re-encode: pixels only (``_pixels_only``)."""
     width = min(spec, picture.width)
     height = max(1, round(picture.height * width / picture.width))
     scaled = picture if width == picture.width else picture.resize((width, height), PILImage.Resampling.LANCZOS)
@@ -72,7 +53,7 @@ def renditions_create(*, image: Image) -> list[Rendition]:
             picture = load_rgb(handle, draft_min_side=max(RENDITION_WIDTHS))
     except FileNotFoundError:
         raise UndecodableImage("The stored file is missing.") from None
-    picture = _srgb_pixels(picture)
+    picture = _pixels_only(picture)
     created = []
     for spec in missing:
         content, width, height = _render(picture, spec=spec)

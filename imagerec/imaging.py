@@ -8,6 +8,8 @@ embedding worker (similarity) all come here, so they agree on what a file looks 
 - Animated GIF/WebP and multi-page TIFF: the first frame.
 - Palette, grayscale and CMYK images are converted to RGB; 16-bit and 32-bit grayscale are
   scaled to 8 bits; transparency is composited on white, as the site's pages show it.
+- Colours are converted to sRGB from an embedded ICC profile (RGB, CMYK or grey), and the
+  picture carries pixels only: no profile, EXIF, XMP, comment or text travels with it.
 - Large JPEGs can be decoded at reduced scale (Pillow's ``draft``, DCT scaling) to at least
   ``draft_min_side`` pixels on the shorter side: the network needs 224x224 and a thumbnail
   640, so a 24-megapixel photo costs little more than a small one. The embedding of a
@@ -34,7 +36,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 # Twice the 256-pixel resize of the ImageNet transform, so the final resize still averages.
 DRAFT_MIN_SIDE = 512
@@ -197,6 +199,55 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@functools.cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+# The colour space an embedded profile must describe to apply to pixels of each mode.
+PROFILE_SPACES = {"RGB": "RGB", "CMYK": "CMYK", "L": "GRAY"}
+
+
+@functools.lru_cache(maxsize=64)
+def _transform_to_srgb(icc_profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """A colour transform from the profile to sRGB, or None when it does not fit the pixels.
+
+    Built once per distinct profile (a camera's photos share one), and without lcms's
+    one-pixel cache, which is what makes a transform unsafe to share between threads.
+    """
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        if source.profile.xcolor_space.strip() != PROFILE_SPACES[mode]:
+            return None
+        return ImageCms.buildTransform(source, _srgb_profile(), mode, "RGB", flags=ImageCms.Flags.NOCACHE)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None  # a damaged or unusual profile: the pixels are taken as they are
+
+
+def _srgb_pixels(image: Image.Image) -> Image.Image:
+    """The picture in sRGB as a new image carrying pixels only (no profile, EXIF, comment or text).
+
+    Colours are converted from the embedded profile, so a wide-gamut, CMYK or otherwise
+    tagged file looks as it does in a colour-managed viewer; transparency is composited
+    first, in the file's own colour space.
+    """
+    icc_profile = image.info.get("icc_profile")
+    transform = None
+    if icc_profile and image.mode in PROFILE_SPACES:
+        transform = _transform_to_srgb(icc_profile, image.mode)
+    if transform is None:
+        image = _to_rgb(image)
+        if icc_profile and image.mode == "RGB":
+            transform = _transform_to_srgb(icc_profile, "RGB")
+    try:
+        picture = transform.apply(image) if transform is not None else image
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        picture = image
+    picture = picture if picture.mode == "RGB" else picture.convert("RGB")
+    # Pillow carries ``info`` through every operation and writes parts of it back on save.
+    return Image.frombytes("RGB", picture.size, picture.tobytes())
+
+
 def _turned(before: tuple[int, int], after: tuple[int, int]) -> bool:
     """Whether ``after`` is ``before`` turned a quarter (allowing for a reduced-scale decode)."""
     (width, height), (new_width, new_height) = before, after
@@ -247,8 +298,8 @@ def decode(
                 damage = _libtiff_damage(libtiff_messages) or _tiff_damage(image, source)
                 if damage:
                     raise UndecodableImage(f"The image cannot be decoded: {damage}.", damage)
-            # Always a new image (transposed, or a copy), so its pixels outlive the file.
-            upright = _to_rgb(ImageOps.exif_transpose(image))
+            # Always a new image, so its pixels outlive the file.
+            upright = _srgb_pixels(ImageOps.exif_transpose(image))
     except UndecodableImage:
         raise
     except UnidentifiedImageError:

@@ -229,6 +229,10 @@ METADATA = {
         )
         for image_format in ("JPEG", "PNG", "WEBP", "TIFF")
     },
+    # Transparency is composited before the colours are converted, not instead of it.
+    ("PNG", "ICC profile, not sRGB, with transparency"): lambda: encode(
+        primaries_picture().convert("RGBA"), "PNG", icc_profile=rotated_primaries_profile()
+    ),
 }
 
 

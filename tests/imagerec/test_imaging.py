@@ -168,6 +168,23 @@ def test_cmyk_jpeg_becomes_the_rgb_colours_it_prints_as():
     assert_colour(loaded, (28, 8), (0, 255, 255), tolerance=6)
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP", "TIFF", "GIF"])
+def test_the_decoded_picture_carries_pixels_only(image_format):
+    # Whatever the file carried (EXIF, a comment, a profile), nothing of it travels with the
+    # picture into renditions, search queries or the network.
+    exif = Image.Exif()
+    exif[0x010F] = "camera-maker-secret"
+    options = {"comment": b"a private note"} if image_format in ("JPEG", "GIF") else {}
+    if image_format != "GIF":
+        options["exif"] = exif.tobytes()
+    buffer = io.BytesIO()
+    photo_like(7, (64, 48)).save(buffer, image_format, **options)
+
+    picture = decode(io.BytesIO(buffer.getvalue())).picture
+
+    assert picture.mode == "RGB" and picture.info == {} and not picture.getexif()
+
+
 @pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
 def test_16_bit_grayscale_is_scaled_not_clipped(image_format):
     values = np.array([[0, 1024, 32768, 65535]], dtype=np.uint16)
