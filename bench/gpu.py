@@ -60,7 +60,7 @@ def _make_photo(job: tuple[str, int, int, int]) -> None:
     import numpy as np
     from PIL import Image
 
-    from imagerec.imaging import synthetic_photo
+    from imaging import synthetic_photo
 
     path, index, width, height = job
     base = synthetic_photo(1_000_003 + index, (max(8, width // 4), max(8, height // 4)))
@@ -237,7 +237,7 @@ def phase_drain(env: dict[str, str], image_ids: list[int], queue: str, log_dir: 
     from django.db.models import Max
 
     from similarity.models import Embedding
-    from tests.harness import WorkerProcess
+    from devtools.workers import WorkerProcess
 
     watcher = FirstClaim(image_ids)
     watcher.start()
@@ -293,7 +293,7 @@ def near_duplicates_cost(image_ids: list[int]) -> dict:
 
 
 def _pillow_prepare(path: str) -> int:
-    from imagerec.imaging import load_rgb
+    from imaging import load_rgb
     from similarity.encoder import Encoder
 
     return Encoder.pixels(load_rgb(path)).shape[0]
@@ -434,11 +434,11 @@ def main() -> int:
     args.data_dir = args.data_dir.resolve()
     processes = args.processes or len(os.sched_getaffinity(0))
 
-    from imagerec import devservices
+    from devtools import services
 
     photos = photos_ensure(args.data_dir / f"photos-{width}x{height}", args.images, (width, height), processes)
     log("Starting the embedded PostgreSQL and Redis ...")
-    urls, started_services = devservices.services_start(args.data_dir, given={})
+    urls, started_services = services.services_start(args.data_dir, given={})
     try:
         env = environment(args, urls)
         django_setup(env)
@@ -481,7 +481,7 @@ def main() -> int:
         run["bare"] = bare
         run["machine"] = machine(encoder)
     finally:
-        devservices.services_stop(args.data_dir, started_services)
+        services.services_stop(args.data_dir, started_services)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(run, indent=2))

@@ -6,7 +6,7 @@
 Its own embedded PostgreSQL and Redis under ``.devdata/bench-ingest`` (stopped at the end
 unless ``--keep-services``), random ResNet18 weights (no download: the forward pass costs the
 same as with the ImageNet weights), photos of 3000x2000 (JPEG q90) generated once and kept
-there. One worker, started as the tests start theirs (``tests.harness.WorkerProcess``), with
+there. One worker, started as the tests start theirs (``devtools.workers.WorkerProcess``), with
 ``bench/worker_hooks.py`` loaded: each task's return value (the embedding task's own
 timings) reaches this script as a JSON line. Phases, after one warm-up upload:
 
@@ -41,7 +41,7 @@ from pathlib import Path
 import common
 from common import ROOT, log, percentile
 
-from tests.harness import WorkerProcess, purge_queues, wait_for
+from devtools.workers import WorkerProcess, purge_queues, wait_for
 
 DATA_DIR = ROOT / ".devdata" / "bench-ingest"
 PHOTOS_DIR, MEDIA_DIR, RECORDS = DATA_DIR / "photos", DATA_DIR / "media", DATA_DIR / "task-records.jsonl"
@@ -66,7 +66,7 @@ def photo_make(index: int) -> None:
     import numpy as np
     from PIL import Image
 
-    from imagerec.imaging import synthetic_photo
+    from imaging import synthetic_photo
 
     base = synthetic_photo(1_000_003 + index, (PHOTO_SIZE[0] // 4, PHOTO_SIZE[1] // 4))
     pixels = np.asarray(base.resize(PHOTO_SIZE, Image.Resampling.BICUBIC), dtype=np.int16)
@@ -354,7 +354,7 @@ def phase_variants(photos: list[Path], batch_size: int, cpus: int) -> dict:
     import torch
     from torchvision.models import ResNet18_Weights
 
-    from imagerec.imaging import load_rgb
+    from imaging import load_rgb
 
     encoder = Encoder(identity="bench", network=build_network("random", 0),
                       transform=ResNet18_Weights.IMAGENET1K_V1.transforms())

@@ -4,7 +4,7 @@
 
 The site as deployed, on loopback only: gunicorn with production settings and its config
 file (imagerec/gunicorn.py), one Celery worker (started as production starts it, through
-tests/harness.py), and this run's own embedded PostgreSQL and Redis reached over TCP, in a
+devtools/workers.py), and this run's own embedded PostgreSQL and Redis reached over TCP, in a
 temporary folder removed at the end. Random ResNet18 weights: no download, same cost.
 
 1. ``--seed-images`` photos are imported and embedded: the pages' subject.
@@ -41,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imagerec import devservices  # noqa: E402
-from tests.harness import WorkerProcess, wait_for  # noqa: E402
+from devtools import services  # noqa: E402
+from devtools.workers import WorkerProcess, wait_for  # noqa: E402
 
 PHOTOS_DIR = ROOT / ".devdata" / "bench-load" / "photos"
 RESULTS_FILE = ROOT / "bench" / "out" / "load.json"
@@ -112,7 +112,7 @@ def free_port() -> int:
 
 def photos_ensure(kind: str, count: int, first_seed: int) -> Path:
     """``count`` distinct photo-like JPEGs in a folder of their own (made once, then kept)."""
-    from imagerec.imaging import synthetic_photo
+    from imaging import synthetic_photo
 
     folder = PHOTOS_DIR / f"{kind}-{count}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,8 +137,8 @@ def production_environment(run_dir: Path, database_port: int, broker_port: int, 
         SECRET_KEY=secrets.token_urlsafe(50),
         DEBUG="false",
         ALLOWED_HOSTS=HOST,
-        DATABASE_URL=devservices.postgres_tcp_url(database_port),
-        CELERY_BROKER_URL=devservices.redis_tcp_url(broker_port),
+        DATABASE_URL=services.postgres_tcp_url(database_port),
+        CELERY_BROKER_URL=services.redis_tcp_url(broker_port),
         MEDIA_ROOT=str(run_dir / "media"),
         STATIC_ROOT=str(run_dir / "static"),
         IMAGEREC_DATA_DIR=str(run_dir),
@@ -284,8 +284,8 @@ def run(args) -> dict:
     load_at_start = os.getloadavg()[0]
     try:
         log("Starting PostgreSQL and Redis on loopback ports ...")
-        devservices.postgres_start(servers, port=database_port)
-        devservices.redis_start(servers, port=broker_port)
+        services.postgres_start(servers, port=database_port)
+        services.redis_start(servers, port=broker_port)
         environment = production_environment(run_dir, database_port, broker_port, web_port)
         manage(environment, "migrate", "--noinput")
         manage(environment, "collectstatic", "--noinput")
@@ -364,8 +364,8 @@ def run(args) -> dict:
             web.stop()
         if worker:
             worker.stop()
-        devservices.redis_stop(servers)
-        devservices.postgres_stop(servers)
+        services.redis_stop(servers)
+        services.postgres_stop(servers)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

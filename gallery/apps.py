@@ -10,12 +10,12 @@ class GalleryConfig(AppConfig):
         from django.core.signals import setting_changed
         from django.db.models.signals import m2m_changed, post_delete
 
-        from imagerec.imaging import configure_pillow
+        from imaging import configure_pillow
 
         from . import signals, storage
         from .models import Image, Rendition
 
-        # Once per process; every decode also checks the limit itself (imagerec.imaging).
+        # Once per process; every decode also checks the limit itself (imaging.decoding).
         configure_pillow(max_pixels=settings.IMAGE_MAX_PIXELS)
         post_delete.connect(signals.image_file_delete, sender=Image, dispatch_uid="gallery_image_delete_file")
         post_delete.connect(signals.rendition_file_delete, sender=Rendition, dispatch_uid="gallery_rendition_delete_file")

@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from PIL import Image as PILImage
 
-from imagerec.imaging import UndecodableImage, load_rgb
+from imaging import UndecodableImage, load_rgb
 
 from .models import RENDITION_WIDTHS, Image, Rendition
 from .storage import stored_file_delete

@@ -31,7 +31,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
-from imagerec.imaging import UndecodableImage, load_rgb
+from imaging import UndecodableImage, load_rgb
 
 from .jpeg import JpegHeader, device_decodable
 from .preprocessing import PIXELS_BYTES, PIXELS_SHAPE

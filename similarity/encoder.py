@@ -39,7 +39,7 @@ from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
 from torchvision.models import ResNet18_Weights, resnet18  # noqa: E402
 
 from imagerec.cpus import cpu_share  # noqa: E402
-from imagerec.imaging import synthetic_photo  # noqa: E402
+from imaging import synthetic_photo  # noqa: E402
 
 from .preprocessing import INPUT_SIDE, crop_geometry, network_pixels  # noqa: E402
 from .weights import IMAGENET_WEIGHTS_URL, WeightsUnavailable, imagenet_weights_path, model_identity  # noqa: E402

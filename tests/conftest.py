@@ -13,8 +13,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
-from imagerec.imaging import synthetic_photo
-from tests.harness import PROJECT_DIR, WorkerProcess, database_url, purge_queues, wait_for  # noqa: F401
+from devtools.workers import PROJECT_DIR, WorkerProcess, database_url, purge_queues, wait_for  # noqa: F401
+from imaging import synthetic_photo
 
 # --- Images ---------------------------------------------------------------------------
 

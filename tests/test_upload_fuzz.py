@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from gallery.validation import inspect_image
-from imagerec.imaging import UndecodableImage, decode
+from imaging import UndecodableImage, decode
 from tests.conftest import encode, photo_like, upload
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

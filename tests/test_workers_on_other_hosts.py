@@ -33,15 +33,15 @@ import psycopg2
 import pytest
 from django.conf import settings
 
-from imagerec import devservices
-from imagerec.imaging import synthetic_photo
-from tests.harness import (
+from devtools import services
+from devtools.workers import (
     PROJECT_DIR,
     NetworkNamespace,
     WorkerProcess,
     free_subnet_prefixes,
     wait_for,
 )
+from imaging import synthetic_photo
 
 pytestmark = [pytest.mark.end_to_end]
 
@@ -90,21 +90,21 @@ def servers(namespaces):
     pg_port, redis_port = free_port(), free_port()
     listen = tuple(namespace.host_address for namespace in namespaces)
     try:
-        devservices.postgres_start(
+        services.postgres_start(
             data_dir, port=pg_port, listen=listen, clients=tuple(f"{n.prefix}.0/24" for n in namespaces)
         )
-        redis_socket = devservices.redis_start(data_dir, port=redis_port, listen=listen)
+        redis_socket = services.redis_start(data_dir, port=redis_port, listen=listen)
         yield {
             "pg_port": pg_port,
             "redis_port": redis_port,
             # This host (the web host) reaches the database at its own end of a pair, Redis
             # over its Unix socket.
-            "DATABASE_URL": devservices.postgres_tcp_url(pg_port, host=listen[0]),
-            "CELERY_BROKER_URL": devservices.redis_url(redis_socket),
+            "DATABASE_URL": services.postgres_tcp_url(pg_port, host=listen[0]),
+            "CELERY_BROKER_URL": services.redis_url(redis_socket),
         }
     finally:
-        devservices.redis_stop(data_dir)
-        devservices.postgres_stop(data_dir)
+        services.redis_stop(data_dir)
+        services.postgres_stop(data_dir)
 
 
 def environment(**values) -> dict:
@@ -162,8 +162,8 @@ def test_workers_in_other_network_namespaces_embed_each_image_once_and_survive_a
     def embedding_worker(index: int) -> WorkerProcess:
         namespace = namespaces[index]
         env = environment(
-            DATABASE_URL=devservices.postgres_tcp_url(servers["pg_port"], host=namespace.host_address),
-            CELERY_BROKER_URL=devservices.redis_tcp_url(servers["redis_port"], host=namespace.host_address),
+            DATABASE_URL=services.postgres_tcp_url(servers["pg_port"], host=namespace.host_address),
+            CELERY_BROKER_URL=services.redis_tcp_url(servers["redis_port"], host=namespace.host_address),
             TEST_WORKER_RECORDS=str(records),
             TEST_WORKER_NAME=f"host{index + 1}",
         )

@@ -7,7 +7,7 @@ from django.db import OperationalError
 from gallery import embedding
 from gallery.embedding import images_embed
 from gallery.models import Image
-from imagerec.imaging import load_rgb
+from imaging import load_rgb
 from similarity.encoder import get_encoder
 from similarity.models import Embedding
 

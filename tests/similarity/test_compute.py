@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from gallery.validation import picture_validate
-from imagerec.imaging import load_rgb
+from imaging import load_rgb
 from similarity.compute import embedding_of_picture, embeddings_compute
 from similarity.encoder import get_encoder
 from similarity.preprocessing import PIXELS_SHAPE

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from gallery.models import Image as GalleryImage
 from gallery.tasks import images_embed
-from imagerec.imaging import load_rgb
+from imaging import load_rgb
 from similarity import compute
 from similarity.compute import embeddings_compute
 from similarity.encoder import DEVICE_COSINE_TOLERANCE, DeviceUnavailable, embedding_device, get_encoder, oriented

@@ -14,7 +14,7 @@ from django.conf import settings
 from PIL import Image
 from torchvision.models import resnet18, resnet50
 
-from imagerec.imaging import synthetic_photo
+from imaging import synthetic_photo
 from similarity import encoder as encoder_module
 from similarity.encoder import Encoder, build_network, get_encoder
 from similarity.weights import WeightsUnavailable, model_identity
