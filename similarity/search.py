@@ -18,14 +18,12 @@ import logging
 import numpy as np
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.conf import settings
-from pgvector.django import CosineDistance
 from PIL import Image
 
 from imagerec.celery import app
 
-from .models import Embedding
 from .preprocessing import network_pixels
-from .selectors import SimilarImage, similarity_from_distance
+from .selectors import SimilarImage, embeddings_nearest, similarity_from_distance
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +80,6 @@ def images_similar_to_picture(*, picture: Image.Image, k: int, tag=None) -> list
 
 
 def images_similar_to_vector(*, vector: np.ndarray, identity: str, k: int, tag=None) -> list[SimilarImage]:
-    """The k gallery images nearest to a vector that is not stored: one HNSW query."""
-    rows = Embedding.objects.for_model(identity)
-    if tag is not None:
-        rows = rows.filter(image__tags=tag)
-    rows = (
-        rows.annotate(distance=CosineDistance("vector", vector.tolist()))
-        .order_by("distance")
-        .select_related("image")
-        .defer("vector")[:k]
-    )
+    """The k gallery images nearest to a vector that is not stored: one HNSW query, the pages' own."""
+    rows = embeddings_nearest(vector=vector.tolist(), identity=identity, k=k, tag=tag)
     return [SimilarImage(image=row.image, similarity=similarity_from_distance(row.distance)) for row in rows]

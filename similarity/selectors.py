@@ -33,27 +33,40 @@ def similarity_from_distance(distance: float) -> float:
     return min(1.0, max(0.0, 1.0 - float(distance)))
 
 
-def neighbours_queryset(*, image_id: int, k: int, identity=None, tag=None, with_vectors: bool = False) -> QuerySet:
-    """The SQL behind ``images_similar_to``: embeddings nearest to the image's own, in one query.
+def embeddings_nearest(
+    *, vector, identity, k: int, tag=None, exclude_image_id: int | None = None, with_vectors: bool = False
+) -> QuerySet:
+    """The k embeddings of model ``identity`` nearest to ``vector``, nearest first, in one query.
 
-    The image's vector is read by a subquery that PostgreSQL runs once, and the HNSW index
-    orders the rest by cosine distance to it, so the vector never travels to Python and back.
-    Within a tag the index scan goes on until k rows pass the filter (``hnsw.iterative_scan``,
-    set per connection), or the planner reads the tag's rows and sorts them, whichever costs
-    less. Each row has ``distance`` and its image joined; the benchmarks measure this queryset.
-    ``identity`` defaults to the serving model's, read inside the same statement.
+    ``vector`` is a list of floats (a picture that is not stored) or an expression PostgreSQL
+    evaluates in the same statement (a stored image's own vector); ``identity`` likewise. The
+    HNSW index orders the rows by cosine distance to it. Within a tag the index scan goes on
+    until k rows pass the filter (``hnsw.iterative_scan``, set per connection), or the planner
+    reads the tag's rows and sorts them, whichever costs less. Each row has ``distance`` and its
+    image joined; the vector itself is left in the database unless ``with_vectors``.
+    """
+    rows = Embedding.objects.for_model(identity)
+    if exclude_image_id is not None:
+        rows = rows.exclude(image_id=exclude_image_id)
+    if tag is not None:
+        rows = rows.filter(image__tags=tag)
+    rows = rows.annotate(distance=CosineDistance("vector", vector)).order_by("distance").select_related("image")
+    return (rows if with_vectors else rows.defer("vector"))[:k]
+
+
+def neighbours_queryset(*, image_id: int, k: int, identity=None, tag=None, with_vectors: bool = False) -> QuerySet:
+    """The SQL behind ``images_similar_to``: embeddings nearest to the image's own, itself excluded.
+
+    The image's vector is read by a subquery that PostgreSQL runs once, so it never travels to
+    Python and back; the benchmarks measure this queryset. ``identity`` defaults to the serving
+    model's, read inside the same statement.
     """
     identity = serving_identity_expression() if identity is None else identity
     own_vector = Embedding.objects.filter(image_id=image_id, model_identity=identity).values("vector")[:1]
-    rows = Embedding.objects.filter(model_identity=identity).exclude(image_id=image_id)
-    if tag is not None:
-        rows = rows.filter(image__tags=tag)
-    rows = (
-        rows.annotate(distance=CosineDistance("vector", Subquery(own_vector)))
-        .order_by("distance")
-        .select_related("image")
+    return embeddings_nearest(
+        vector=Subquery(own_vector), identity=identity, k=k, tag=tag, exclude_image_id=image_id,
+        with_vectors=with_vectors,
     )
-    return (rows if with_vectors else rows.defer("vector"))[:k]
 
 
 def maximal_marginal_relevance(relevance: np.ndarray, vectors: np.ndarray, k: int, weight: float) -> list[int]:

@@ -30,3 +30,18 @@ def test_vectors_from_another_model_are_not_compared(image_factory, settings):
     image_factory(1, vector=unit_vector(1, 0.1))
     settings.EMBEDDING_RANDOM_SEED = 5
     assert images_similar_to(image=chosen, k=5) == []
+
+
+def test_search_by_a_vector_ranks_as_the_neighbour_query_does(image_factory):
+    """Search by photo runs the pages' own builder: a stored image's vector finds it, then its neighbours."""
+    from similarity.search import images_similar_to_vector
+    from similarity.weights import model_identity
+
+    vectors = [unit_vector(1, seed / 10, seed % 3) for seed in range(8)]
+    images = [image_factory(seed, vector=vector) for seed, vector in enumerate(vectors)]
+    chosen = images[0]
+
+    found = images_similar_to_vector(vector=vectors[0], identity=model_identity(), k=5)
+
+    assert found[0].image == chosen and found[0].similarity == pytest.approx(1.0, abs=0.002)
+    assert [item.image for item in found[1:]] == [item.image for item in images_similar_to(image=chosen, k=4)]
