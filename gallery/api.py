@@ -10,9 +10,8 @@ engine's, the one write is ``services.image_update``.
 """
 
 from django.conf import settings
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.utils.decorators import method_decorator
-from django.views import defaults
 from django_ratelimit.decorators import ratelimit
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.openapi import AutoSchema
@@ -28,8 +27,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as framework_exception_handler
 
+from imagerec.errors import json_error
 from similarity import search
-from similarity.selectors import images_similar_to
 
 from . import selectors, services
 from .models import Image
@@ -47,10 +46,6 @@ from .serializers import (
 from .views import search_retry_after_seconds
 
 # --- Errors ------------------------------------------------------------------------------
-
-
-def json_error(status: int, message: str, fields: dict | None = None) -> JsonResponse:
-    return JsonResponse({"error": {"status": status, "message": message, "fields": fields or {}}}, status=status)
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -92,7 +87,7 @@ def exception_handler(exc, context):
         return response
     response = framework_exception_handler(exc, context)
     if response is None:
-        return None  # a bug: Django's 500 handler answers (JSON under /api/, below)
+        return None  # a bug: Django's 500 handler answers (JSON under /api/: imagerec.errors)
     fields = {}
     if isinstance(exc, ValidationError):
         if isinstance(response.data, dict):
@@ -104,24 +99,6 @@ def exception_handler(exc, context):
         message = _first_message(response.data.get("detail", response.data))
     response.data = {"error": {"status": response.status_code, "message": message, "fields": fields}}
     return response
-
-
-def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
-
-
-# Errors Django answers before or after any view (a NUL byte refused by the middleware, an
-# unknown URL, a crash) are JSON under /api/ as well; pages keep their HTML.
-def bad_request(request, exception):
-    return json_error(400, "Bad request.") if _is_api(request) else defaults.bad_request(request, exception)
-
-
-def page_not_found(request, exception):
-    return json_error(404, "No such URL in the API.") if _is_api(request) else defaults.page_not_found(request, exception)
-
-
-def server_error(request):
-    return json_error(500, "Server error.") if _is_api(request) else defaults.server_error(request)
 
 
 # --- Access ------------------------------------------------------------------------------
@@ -269,12 +246,9 @@ class SimilarImagesView(ApiView):
     def get(self, request, pk: int):
         query = _valid(SimilarQuery, request.query_params.dict())
         image = _image_or_404(pk)
-        k = query.get("k") or settings.RECOMMENDATIONS_K
-        diverse = settings.DIVERSITY_DEFAULT if query.get("diverse") is None else query["diverse"]
-        similar = (
-            images_similar_to(image=image, k=k, tag=query.get("tag"), diverse=diverse) if image.has_embedding else []
+        similar = selectors.image_recommendations(
+            image=image, k=query.get("k"), tag=query.get("tag"), diverse=query.get("diverse")
         )
-        selectors.images_prefetch_renditions(images=[image, *(item.image for item in similar)])
         return Response(SimilarImagesSerializer({"image": image, "similar": similar}).data)
 
 

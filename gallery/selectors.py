@@ -2,9 +2,12 @@
 
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db.models import Count, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+
+from similarity.selectors import SimilarImage, images_similar_to
 
 from .models import Image, Tag
 
@@ -23,6 +26,26 @@ def images_prefetch_renditions(*, images: Iterable[Image]) -> None:
 def image_get(*, image_id: int) -> Image:
     """The image, with ``has_embedding`` (a vector from the configured model) in the same query."""
     return get_object_or_404(Image.objects.annotate_has_embedding().prefetch_related("tags"), pk=image_id)
+
+
+def image_recommendations(
+    *, image: Image, k: int | None = None, tag: Tag | None = None, diverse: bool | None = None
+) -> list[SimilarImage]:
+    """The images to show beside ``image`` (itself excluded), most similar first, thumbnails loaded.
+
+    What the image page and the API's similar-images answer both show. ``k`` defaults to
+    RECOMMENDATIONS_K and ``diverse`` to DIVERSITY_DEFAULT. For an image from ``image_get``, which
+    knows whether it has a vector yet, one without has no neighbours and costs no query; the
+    renditions of the image and its neighbours come in one query however many there are.
+    """
+    k = settings.RECOMMENDATIONS_K if k is None else k
+    diverse = settings.DIVERSITY_DEFAULT if diverse is None else diverse
+    if getattr(image, "has_embedding", True):  # not annotated: the neighbour query finds out itself
+        similar = images_similar_to(image=image, k=k, tag=tag, diverse=diverse)
+    else:
+        similar = []
+    images_prefetch_renditions(images=[image, *(item.image for item in similar)])
+    return similar
 
 
 def image_get_by_original_name(*, original_name: str) -> Image:

@@ -6,7 +6,6 @@ from django_ratelimit.core import _split_rate
 from django_ratelimit.decorators import ratelimit
 
 from similarity import search
-from similarity.selectors import images_similar_to
 
 from . import selectors
 from .forms import SearchForm, requested_diverse, requested_k
@@ -54,10 +53,7 @@ class ImageDetailView(DetailView):
         k = requested_k(self.request.GET.get("k"))
         tag = selectors.tag_get(slug=self.request.GET.get("tag"))
         diverse = requested_diverse(self.request.GET.get("diverse"))
-        similar = (
-            images_similar_to(image=self.object, k=k, tag=tag, diverse=diverse) if self.object.has_embedding else []
-        )
-        selectors.images_prefetch_renditions(images=[self.object, *(item.image for item in similar)])
+        similar = selectors.image_recommendations(image=self.object, k=k, tag=tag, diverse=diverse)
         context.update(
             k=k,
             k_choices=[3, 6, 12, 24, settings.RECOMMENDATIONS_K_MAX],

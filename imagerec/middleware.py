@@ -7,9 +7,11 @@ import tempfile
 from django.conf import settings
 from django.core.exceptions import BadRequest, ImproperlyConfigured
 from django.core.handlers.wsgi import LimitedStream
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.template.defaultfilters import filesizeformat
+
+from imagerec.errors import is_api, json_error
 
 
 class RejectNulBytesMiddleware:
@@ -49,9 +51,9 @@ def request_body_limit(path: str) -> int:
 
 def request_too_large(request, limit: int) -> HttpResponse:
     message = f"This request is larger than the {filesizeformat(limit)} this address accepts."
-    if request.path.startswith("/api/"):
-        # The API's error shape (gallery/api.py), answered before any view exists to shape it.
-        return JsonResponse({"error": {"status": 413, "message": message, "fields": {}}}, status=413)
+    if is_api(request):
+        # The API's error shape, answered before any view exists to shape it.
+        return json_error(413, message)
     return render(request, "413.html", {"message": message}, status=413)
 
 

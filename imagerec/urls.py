@@ -9,7 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("imagerec.observability.urls")),
+    path("", include("observability.urls")),
     path("", include("gallery.urls")),
     # The API's OpenAPI schema (YAML; ?format=json for JSON) and its browsable documentation.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -18,9 +18,9 @@ urlpatterns = [
 ]
 
 # Under /api/ these answer JSON in the API's error shape; elsewhere, Django's own pages.
-handler400 = "gallery.api.bad_request"
-handler404 = "gallery.api.page_not_found"
-handler500 = "gallery.api.server_error"
+handler400 = "imagerec.errors.bad_request"
+handler404 = "imagerec.errors.page_not_found"
+handler500 = "imagerec.errors.server_error"
 
 
 
