@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.dispatch import Signal
 
-from imagerec.observability.metrics import embedding_recorded
+from observability.registry import embedding_recorded
 from similarity.compute import batch_size as device_batch_size
 from similarity.compute import embeddings_compute
 from similarity.services import embeddings_store

@@ -37,7 +37,7 @@ access_log_format = '"%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
 # Prometheus counts of every worker process in one scrape (prometheus-client's multiprocess
 # mode): the master prepares the folder before forking and removes it at exit.
-from imagerec.observability.multiprocess import (  # noqa: E402
+from observability.multiprocess import (  # noqa: E402
     metrics_folder_clean,
     metrics_folder_prepare,
     worker_exited,
@@ -58,7 +58,7 @@ if os.environ.get("LOG_FORMAT") == "json":
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             },
         },
-        "filters": {"access": {"()": "imagerec.observability.logs.AccessLogFilter"}},
+        "filters": {"access": {"()": "observability.logs.AccessLogFilter"}},
         # Not propagated: the site's root handler would print each line a second time.
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},

@@ -3,7 +3,7 @@
 Every environment variable the project reads is read here, once, with the default that
 suits a local run. ``local``, ``test`` and ``production`` only adjust what differs.
 Importing settings never starts anything: the embedded PostgreSQL and Redis of local runs
-and tests are started explicitly (``python -m imagerec.devservices``), which hands their
+and tests are started explicitly (``python -m devtools.services``), which hands their
 URLs over through the environment or the checkout's ``.env`` file.
 """
 
@@ -20,7 +20,7 @@ env = environ.Env()
 SETTINGS_MODULE = env("DJANGO_SETTINGS_MODULE", default="imagerec.settings.local")
 if SETTINGS_MODULE == "imagerec.settings.local":
     # Local runs only: this checkout's git-ignored .env fills in what the environment leaves
-    # unset. `python -m imagerec.devservices start` writes the embedded servers' URLs there,
+    # unset. `python -m devtools.services start` writes the embedded servers' URLs there,
     # and `make run` the weights it chose, so a `manage.py` typed by hand finds both.
     # Tests and production take their configuration from the environment alone.
     env.read_env(env("IMAGEREC_ENV_FILE", default=str(BASE_DIR / ".env")))
@@ -181,14 +181,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # the docs page's Swagger UI files, served from here (no CDN)
     "gallery",
     "similarity",
-    "imagerec.observability",
+    "observability",
 ]
 
 MIDDLEWARE = [
     # Request ids first, so every other middleware's log lines carry one; then the request
     # metrics, so their latency includes all the other middleware.
-    "imagerec.observability.middleware.RequestIdMiddleware",
-    "imagerec.observability.middleware.RequestMetricsMiddleware",
+    "observability.middleware.RequestIdMiddleware",
+    "observability.middleware.RequestMetricsMiddleware",
     # Before anything can read a request's body (CSRF reads a POST's form).
     "imagerec.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -371,12 +371,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "context": {"()": "imagerec.observability.logs.ContextFilter"},
-        "client_errors": {"()": "imagerec.observability.logs.ClientErrorFilter"},
+        "context": {"()": "observability.logs.ContextFilter"},
+        "client_errors": {"()": "observability.logs.ClientErrorFilter"},
     },
     "formatters": {
         "plain": {
-            "()": "imagerec.observability.logs.PlainFormatter",
+            "()": "observability.logs.PlainFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
         },
         # https://nhairs.github.io/python-json-logger/: extra= fields become JSON fields.

@@ -3,9 +3,9 @@
 import pytest
 from django.conf import settings
 
+from devtools import services
 from gallery.models import Image
 from gallery.services import image_create
-from imagerec import devservices
 from tests.conftest import encode, photo_like, unit_vector, upload, wait_for
 
 from .helpers import scrape, value
@@ -82,7 +82,7 @@ def test_a_real_workers_embeddings_and_tasks_show_up_in_the_web_metrics(client, 
     assert 0 <= age <= settings.WORKER_HEARTBEAT_MAX_AGE
 
 
-_embedded = devservices.services_urls(settings.TEST_DATA_DIR)
+_embedded = services.services_urls(settings.TEST_DATA_DIR)
 
 
 @pytest.mark.skipif(
@@ -91,11 +91,11 @@ _embedded = devservices.services_urls(settings.TEST_DATA_DIR)
 @pytest.mark.django_db
 def test_the_web_metrics_are_scraped_while_the_broker_is_down(client):
     client.get("/")
-    devservices.redis_stop(settings.TEST_DATA_DIR)
+    services.redis_stop(settings.TEST_DATA_DIR)
     try:
         samples = scrape(client)
     finally:
-        devservices.redis_start(settings.TEST_DATA_DIR)
+        services.redis_start(settings.TEST_DATA_DIR)
 
     assert value(samples, "imagerec_http_request_duration_seconds_count", view="gallery:image-list", method="GET", status="200") >= 1
     assert value(samples, "imagerec_images", status="pending") == 0

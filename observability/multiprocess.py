@@ -8,7 +8,7 @@ named before any worker imports prometheus-client: so the gunicorn master prepar
 here runs at import.
 
 Only the web server uses the folder: Celery workers, which may run on other hosts, send
-their metrics through Redis (``imagerec.observability.metrics``).
+their metrics through Redis (``observability.metrics``).
 """
 
 from __future__ import annotations

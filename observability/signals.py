@@ -12,7 +12,7 @@ import time
 import redis
 from django.conf import settings
 
-from . import context, metrics, workers
+from . import context, metrics, registry, workers
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def keep_django_logging(**kwargs) -> None:
 
 def task_started(sender=None, task_id=None, task=None, args=None, **kwargs) -> None:
     token = None
-    if task is not None and task.name in context.IMAGE_TASKS and args and isinstance(args[0], list | tuple):
+    if task is not None and task.name in registry.image_tasks() and args and isinstance(args[0], list | tuple):
         token = context.image_ids_bind(args[0])
     _started[task_id] = (time.perf_counter(), token)
 

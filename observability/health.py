@@ -1,28 +1,25 @@
 """Readiness: can this site do its work now? Each check says yes, or what is wrong.
 
 The database and the broker are reached directly; a worker is alive when its heartbeat
-(``workers.heartbeat_ages``) is younger than WORKER_HEARTBEAT_MAX_AGE; the backlog is the
-images waiting for an embedding (pending or processing), at most READYZ_BACKLOG_MAX. The
-causes go to the log; the answer, which anyone may read, names only what is down.
+(``workers.heartbeat_ages``) is younger than WORKER_HEARTBEAT_MAX_AGE. The apps add their
+own checks (gallery: the backlog of images waiting for an embedding) through
+``observability.registry``. The causes go to the log; the answer, which anyone may read,
+names only what is down.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from gallery.models import Image
-from gallery.selectors import images_count_by_status
-
-from . import workers
+from . import registry, workers
+from .registry import Check, ReadinessCheck
 
 logger = logging.getLogger(__name__)
 
-Check = dict  # {"ok": bool, ...details}
 UNKNOWN = "unknown: the %s is unreachable"
 
 
@@ -65,41 +62,32 @@ def worker_check() -> Check:
     return check
 
 
-def backlog_check() -> Check:
-    limit = settings.READYZ_BACKLOG_MAX
-    try:
-        counts = images_count_by_status()
-    except DatabaseError as error:
-        # The database answers (its own check passed) but the images cannot be counted:
-        # migrations not applied, permissions.
-        logger.warning("Readiness: the images cannot be counted: %s", error)
-        connection.close()
-        return {"ok": False, "error": "the images cannot be counted", "max": limit}
-    waiting = counts[Image.Status.PENDING] + counts[Image.Status.PROCESSING]
-    check = {"ok": waiting <= limit, "waiting": waiting, "max": limit}
-    if waiting > limit:
-        check["error"] = f"{waiting} images wait for an embedding (more than {limit})"
-    return check
-
-
-# Each check, and the one it reads through: when that one is down, this one is not tried
-# (a second wait for the same unreachable server would only slow the answer).
-CHECKS: dict[str, tuple[Callable[[], Check], str | None]] = {
-    "database": (database_check, None),
-    "broker": (broker_check, None),
-    "worker": (worker_check, "broker"),
-    "backlog": (backlog_check, "database"),
+# The servers every site needs, checked first; then the apps' own checks, in the order they
+# registered (``registry.readiness_check_register``).
+CHECKS: dict[str, ReadinessCheck] = {
+    "database": ReadinessCheck(check=database_check, reads_through=None),
+    "broker": ReadinessCheck(check=broker_check, reads_through=None),
+    "worker": ReadinessCheck(check=worker_check, reads_through="broker"),
 }
 
 
 def readiness() -> tuple[bool, dict]:
     """(ready, body) where body names every check and, under "down", those that failed."""
+    checks = {**CHECKS, **registry.readiness_checks()}
     results: dict[str, Check] = {}
-    for name, (check, reads_through) in CHECKS.items():
-        if reads_through and not results[reads_through]["ok"]:
-            results[name] = {"ok": False, "error": UNKNOWN % reads_through}
-        else:
-            results[name] = check()
-    down = [name for name, result in results.items() if not result["ok"]]
-    body = {"status": "unavailable" if down else "ok", "down": down, "checks": results}
+
+    def result(name: str) -> Check:
+        if name not in results:
+            entry = checks[name]
+            # When the server a check reads through is down, it is not tried: a second wait
+            # for the same unreachable server would only slow the answer.
+            if entry.reads_through and not result(entry.reads_through)["ok"]:
+                results[name] = {"ok": False, "error": UNKNOWN % entry.reads_through}
+            else:
+                results[name] = entry.check()
+        return results[name]
+
+    body_checks = {name: result(name) for name in checks}
+    down = [name for name, outcome in body_checks.items() if not outcome["ok"]]
+    body = {"status": "unavailable" if down else "ok", "down": down, "checks": body_checks}
     return not down, body

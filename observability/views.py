@@ -14,9 +14,7 @@ from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
-from gallery.selectors import images_count_by_status
-
-from . import health, metrics, workers
+from . import health, metrics, registry, workers
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +81,24 @@ class WebCollector:
 
 
 class SiteCollector:
-    """Read at each scrape: images by status from the database, the workers from Redis.
+    """Read at each scrape: the apps' gauges (images by status...), the workers from Redis.
 
     A server that is down leaves its families out (and says so in the log), so the scrape
     still shows the web's own metrics during the outage.
     """
 
     def collect(self):
-        try:
-            counts = images_count_by_status()
-        except DatabaseError as error:
-            logger.warning("Metrics: images by status left out: %s", error)
-            connection.close()
-        else:
-            images = GaugeMetricFamily("imagerec_images", "Images by embedding status.", labels=["status"])
-            for status, count in counts.items():
-                images.add_metric([status], count)
-            yield images
+        for name, gauge in registry.gauges().items():
+            try:
+                values = gauge.collect()
+            except DatabaseError as error:
+                logger.warning("Metrics: %s left out: %s", name, error)
+                connection.close()
+                continue
+            family = GaugeMetricFamily(name, gauge.documentation, labels=[gauge.label])
+            for label_value, number in values.items():
+                family.add_metric([label_value], number)
+            yield family
         try:
             ages = workers.heartbeat_ages()
             snapshots = workers.metrics_snapshots()

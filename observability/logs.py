@@ -14,7 +14,7 @@ import re
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http.multipartparser import MultiPartParserError
 
-from . import context
+from . import context, registry
 
 
 class ContextFilter(logging.Filter):
@@ -88,7 +88,7 @@ def _task_images(data) -> list[int] | None:
     context holds its images yet; Celery passes the task's name and arguments (as text) in
     ``extra={"data": ...}``.
     """
-    if not isinstance(data, dict) or data.get("name") not in context.IMAGE_TASKS:
+    if not isinstance(data, dict) or data.get("name") not in registry.image_tasks():
         return None
     try:
         args = ast.literal_eval(data.get("args") or "")

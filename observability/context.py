@@ -1,8 +1,9 @@
 """What a log line is about: the request being answered, the images being processed.
 
 Context variables, so each thread and each asyncio task sees only its own (a thread
-started inside a request or a task starts with none: pass ids explicitly there). ``imagerec.observability.logs.ContextFilter`` puts
-them on every log record; nothing here imports Django or Celery.
+started inside a request or a task starts with none: pass ids explicitly there).
+``observability.logs.ContextFilter`` puts them on every log record; nothing here imports
+Django or Celery.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from contextvars import ContextVar
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 image_ids: ContextVar[tuple[int, ...] | None] = ContextVar("image_ids", default=None)
-
-# Celery tasks whose first argument is the list of images they work on.
-IMAGE_TASKS = frozenset({"gallery.images_embed", "gallery.renditions_create"})
-
 
 def request_id_clear(**kwargs) -> None:
     """request_finished: the thread's next log lines belong to no request."""

@@ -2,8 +2,7 @@ from django.apps import AppConfig
 
 
 class ObservabilityConfig(AppConfig):
-    name = "imagerec.observability"
-    label = "observability"
+    name = "observability"
     verbose_name = "Health, metrics and logs"
 
     def ready(self):

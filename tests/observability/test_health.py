@@ -8,8 +8,8 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
+from devtools import services
 from gallery.models import Image
-from imagerec import devservices
 from tests.conftest import unit_vector, wait_for
 
 from .helpers import readyz
@@ -18,7 +18,7 @@ from .helpers import readyz
 # dead worker shows within seconds instead of a minute.
 QUICK_HEARTBEAT = {"WORKER_HEARTBEAT_INTERVAL": "0.5"}
 
-_embedded = devservices.services_urls(settings.TEST_DATA_DIR)
+_embedded = services.services_urls(settings.TEST_DATA_DIR)
 needs_embedded_redis = pytest.mark.skipif(
     _embedded.get("CELERY_BROKER_URL") != settings.CELERY_BROKER_URL, reason="stops and starts the embedded Redis"
 )
@@ -64,13 +64,13 @@ def test_a_stopped_broker_is_named_and_readiness_returns_with_it(client, start_w
     start_worker(extra_env=QUICK_HEARTBEAT)
     wait_until_ready(client)
 
-    devservices.redis_stop(settings.TEST_DATA_DIR)
+    services.redis_stop(settings.TEST_DATA_DIR)
     try:
         status, body = readyz(client)
         # Liveness does not depend on the broker: restarting the web would not bring it back.
         healthz = client.get("/healthz")
     finally:
-        devservices.redis_start(settings.TEST_DATA_DIR)
+        services.redis_start(settings.TEST_DATA_DIR)
 
     assert status == 503
     assert body["down"] == ["broker", "worker"]
@@ -86,12 +86,12 @@ def test_a_stopped_broker_is_named_and_readiness_returns_with_it(client, start_w
 @pytest.mark.django_db(transaction=True)
 def test_a_stopped_database_is_named_and_readiness_returns_with_it(client):
     connections.close_all()
-    devservices.postgres_stop(settings.TEST_DATA_DIR)
+    services.postgres_stop(settings.TEST_DATA_DIR)
     try:
         status, body = readyz(client)
         healthz = client.get("/healthz")
     finally:
-        devservices.postgres_start(settings.TEST_DATA_DIR)
+        services.postgres_start(settings.TEST_DATA_DIR)
         connections.close_all()
 
     assert status == 503

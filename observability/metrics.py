@@ -80,7 +80,7 @@ def pipeline_metrics() -> PipelineMetrics:
 
 
 def embedding_recorded(*, ready: int, failed: int, timings: dict[str, float]) -> None:
-    """Count one call of the embedding service (``gallery.embedding.images_embed``)."""
+    """Count one call of the embedding service (a batch of images embedded)."""
     metrics = pipeline_metrics()
     metrics.images_embedded.inc(ready)
     metrics.images_failed.inc(failed)
