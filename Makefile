@@ -16,13 +16,13 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV_PY) -m scripts.run
+	$(VENV_PY) -m devtools.run
 
 # Starts the tests' own PostgreSQL and Redis, runs pytest with their URLs, stops them.
 # pytest exits 5 when it collects no tests; say so plainly instead of failing obscurely.
 test: $(STAMP)
-	@sh scripts/test_packages.sh
-	$(VENV_PY) -m imagerec.devservices run --data-dir $(TEST_DATA_DIR) -- $(VENV_PY) -m pytest $(PYTEST_ARGS); \
+	@sh devtools/test_packages.sh
+	$(VENV_PY) -m devtools.services run --data-dir $(TEST_DATA_DIR) -- $(VENV_PY) -m pytest $(PYTEST_ARGS); \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
 bench: $(STAMP)
@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 # The dev site's embedded servers for `manage.py` typed by hand (make run starts them itself).
 services-start: $(STAMP)
-	$(VENV_PY) -m imagerec.devservices start
+	$(VENV_PY) -m devtools.services start
 
 services-stop: $(STAMP)
-	$(VENV_PY) -m imagerec.devservices stop
+	$(VENV_PY) -m devtools.services stop

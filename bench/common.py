@@ -2,7 +2,7 @@
 percentiles, saved results, and the marked regions of the reports that the scripts fill in.
 
 The benchmarks run against their own embedded servers under ``.devdata/bench*`` (never the
-dev site's or the test suite's), started with ``imagerec.devservices`` as ``make run`` does.
+dev site's or the test suite's), started with ``devtools.services`` as ``make run`` does.
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ def django_setup(data_dir: Path, *, broker: bool = False, **extra: str) -> dict:
     import django
     from django.core.management import call_command
 
-    from imagerec import devservices
+    from devtools import services
 
     environment = {
         "DJANGO_SETTINGS_MODULE": "imagerec.settings.local",
-        "DATABASE_URL": devservices.postgres_url(devservices.postgres_start(data_dir)),
+        "DATABASE_URL": services.postgres_url(services.postgres_start(data_dir)),
         # Without a broker nothing may be enqueued; the settings only insist on a URL.
-        "CELERY_BROKER_URL": devservices.redis_url(devservices.redis_start(data_dir)) if broker else "memory://",
+        "CELERY_BROKER_URL": services.redis_url(services.redis_start(data_dir)) if broker else "memory://",
         **extra,
     }
     os.environ.update(environment)
@@ -75,17 +75,17 @@ def django_setup(data_dir: Path, *, broker: bool = False, **extra: str) -> dict:
 def servers_stop(data_dir: Path) -> None:
     from django.db import connections
 
-    from imagerec import devservices
+    from devtools import services
 
     connections.close_all()
-    devservices.services_stop(data_dir)
+    services.services_stop(data_dir)
 
 
 def cluster_configure() -> None:
     """Apply SERVER_SETTINGS to the bench cluster, restarting it when any changed."""
     from django.db import connection, connections
 
-    from imagerec import devservices
+    from devtools import services
 
     with connection.cursor() as cursor:
         changed = False
@@ -96,8 +96,8 @@ def cluster_configure() -> None:
                 changed = True
     connections.close_all()
     if changed:
-        devservices.postgres_stop(DATA_DIR)
-        devservices.postgres_start(DATA_DIR)
+        services.postgres_stop(DATA_DIR)
+        services.postgres_start(DATA_DIR)
 
 
 def connect(*, ef_search: int | None = None):

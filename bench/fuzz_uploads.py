@@ -40,7 +40,7 @@ def main() -> int:
 
     if not os.environ.get("DATABASE_URL"):
         # The tests need their servers: run this script again under them, and stop them after.
-        command = [sys.executable, "-m", "imagerec.devservices", "run", "--data-dir", str(DATA_DIR), "--",
+        command = [sys.executable, "-m", "devtools.services", "run", "--data-dir", str(DATA_DIR), "--",
                    sys.executable, *sys.argv]
         return subprocess.run(command, cwd=PROJECT_DIR, check=False).returncode
 

@@ -191,7 +191,7 @@ def cpu_seconds_by_part(server_pid: int) -> dict:
 
     import psutil
 
-    from imagerec import devservices
+    from devtools import services
 
     def tree(pid):
         try:
@@ -210,7 +210,7 @@ def cpu_seconds_by_part(server_pid: int) -> dict:
     postmaster = int((common.DATA_DIR / "postgres" / "postmaster.pid").read_text().split()[0])
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"gunicorn": tree(server_pid), "postgres": tree(postmaster),
-            "redis": tree(devservices._redis_pid(common.DATA_DIR) or 0),
+            "redis": tree(services._redis_pid(common.DATA_DIR) or 0),
             "wrk": children.ru_utime + children.ru_stime}
 
 

@@ -6,7 +6,7 @@
 The whole stack as production runs it, on the bench's own PostgreSQL and Redis under
 ``.devdata/bench-search``: gunicorn with production settings (``imagerec/gunicorn.py``), a
 `searcher` worker consuming only the searches queue and an ingest worker consuming the others
-(the Procfile's two workers, started as the tests start theirs: ``tests.harness.WorkerProcess``),
+(the Procfile's two workers, started as the tests start theirs: ``devtools.workers.WorkerProcess``),
 random ResNet18 weights (the forward pass costs the same as with the ImageNet weights). Each
 sample is one visitor: GET /search/ for the form's CSRF token, then the photo POSTed (a
 3000x2000 JPEG, as a phone takes it); the time is from the POST's first byte to the results
@@ -33,7 +33,7 @@ import ingest
 import pages
 from common import ROOT, log, percentile
 
-from tests.harness import WorkerProcess, purge_queues, wait_for
+from devtools.workers import WorkerProcess, purge_queues, wait_for
 
 DATA_DIR = ROOT / ".devdata" / "bench-search"
 MEDIA_DIR = DATA_DIR / "media"

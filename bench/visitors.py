@@ -66,7 +66,7 @@ def measure(options, results: dict) -> None:
     import pages
     import tags
 
-    from imagerec import devservices
+    from devtools import services
 
     common.django_setup(common.DATA_DIR, broker=True)
     try:
@@ -78,7 +78,7 @@ def measure(options, results: dict) -> None:
             results["tags"] = tags.run(options.images, fraction=options.tag_fraction, queries=options.tag_queries)
             common.save(RESULTS, results)
         if options.only in (None, "pages"):
-            broker_url = devservices.redis_url(devservices.redis_start(common.DATA_DIR))
+            broker_url = services.redis_url(services.redis_start(common.DATA_DIR))
             profile_dir = common.OUT_DIR / "profiles" if options.profile else None
             measured = pages.run_visitors(options.images, broker_url=broker_url,
                                           connection_levels=options.connections, seconds=options.seconds,

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from imagerec import devservices
+from devtools import services
+from devtools.workers import PROJECT_DIR, wait_for
 from tests.conftest import encode, photo_like
-from tests.harness import PROJECT_DIR, wait_for
 
 HOST = "images.example.org"
 VENV_BIN = Path(sys.executable).parent
@@ -250,8 +250,8 @@ class Site:
         self.web_port = free_port()
         self.admin_password = secrets.token_urlsafe(16)
         self.environment = production_environment(
-            DATABASE_URL=devservices.postgres_tcp_url(self.database_port),
-            CELERY_BROKER_URL=devservices.redis_tcp_url(self.broker_port),
+            DATABASE_URL=services.postgres_tcp_url(self.database_port),
+            CELERY_BROKER_URL=services.redis_tcp_url(self.broker_port),
             MEDIA_ROOT=str(directory / "media"),
             STATIC_ROOT=str(directory / "static"),
             IMAGEREC_DATA_DIR=str(directory),
@@ -267,8 +267,8 @@ class Site:
         self._uploads = None
 
     def start(self) -> None:
-        devservices.postgres_start(self.directory / "servers", port=self.database_port)
-        devservices.redis_start(self.directory / "servers", port=self.broker_port)
+        services.postgres_start(self.directory / "servers", port=self.database_port)
+        services.redis_start(self.directory / "servers", port=self.broker_port)
         self.run("release")
         # What the Docker image does at build time.
         result = manage("collectstatic", "--noinput", environment=self.environment)
@@ -304,8 +304,8 @@ class Site:
     def stop(self) -> None:
         for process in self.processes.values():
             process.stop()
-        devservices.redis_stop(self.directory / "servers")
-        devservices.postgres_stop(self.directory / "servers")
+        services.redis_stop(self.directory / "servers")
+        services.postgres_stop(self.directory / "servers")
 
     def log_in(self) -> None:
         login = self.browser.get("/admin/login/")
@@ -482,11 +482,11 @@ def test_a_backup_restores_into_a_fresh_server_with_the_same_answers(site, tmp_p
     # Restore: a fresh, empty server and media folder.
     restored_port = free_port()
     servers = server_folder("deploy-restored")
-    devservices.postgres_start(servers, port=restored_port)
+    services.postgres_start(servers, port=restored_port)
     try:
         restore = {
             **backup,
-            "DATABASE_URL": devservices.postgres_tcp_url(restored_port),
+            "DATABASE_URL": services.postgres_tcp_url(restored_port),
             "MEDIA_ROOT": str(tmp_path / "restored-media"),
         }
         shell(f'{shlex.quote(postgres_tool("pg_restore"))} --no-owner --exit-on-error '
@@ -498,6 +498,6 @@ def test_a_backup_restores_into_a_fresh_server_with_the_same_answers(site, tmp_p
             copy_id,
         )
     finally:
-        devservices.postgres_stop(servers)
+        services.postgres_stop(servers)
     assert restored == live
     assert restored["similar"][0][0] == ids["scene-3.jpg"]

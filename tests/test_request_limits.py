@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from devtools.workers import PROJECT_DIR, database_url, wait_for
 from imagerec.middleware import request_body_limit
 from tests.conftest import encode, photo_like
-from tests.harness import PROJECT_DIR, database_url, wait_for
 from tests.imagerec.test_gunicorn import Gunicorn
 
 pytestmark = pytest.mark.end_to_end

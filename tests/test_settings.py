@@ -87,7 +87,7 @@ def processes_using(path) -> list[str]:
 @pytest.mark.parametrize(
     ("module", "variables", "outcome"),
     [
-        ("imagerec.settings.local", NO_URLS, "python -m imagerec.devservices start"),
+        ("imagerec.settings.local", NO_URLS, "python -m devtools.services start"),
         ("imagerec.settings.test", NO_URLS, "make test"),
         ("imagerec.settings.local", GIVEN, "imagerec redis://broker.example.org:6379/0"),
         ("imagerec.settings.test", GIVEN, "imagerec redis://broker.example.org:6379/0"),

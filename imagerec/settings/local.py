@@ -10,7 +10,7 @@ SECRET_KEY = SECRET_KEY or "local-development-only-not-secret"
 if not DATABASE_URL or not CELERY_BROKER_URL:
     raise ImproperlyConfigured(
         "No database or broker configured: set DATABASE_URL and CELERY_BROKER_URL, or start the "
-        "embedded PostgreSQL and Redis with `python -m imagerec.devservices start` (`make run` "
+        "embedded PostgreSQL and Redis with `python -m devtools.services start` (`make run` "
         "does it), which writes their URLs to .env."
     )
 # Static files come from the apps' folders (WhiteNoise's finders); collecting them into

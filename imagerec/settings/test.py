@@ -16,7 +16,7 @@ from .base import CELERY_BROKER_URL, DATABASE_URL, DATABASES, IMAGEREC_DATA_DIR,
 if not DATABASE_URL or not CELERY_BROKER_URL:
     raise ImproperlyConfigured(
         "The tests need DATABASE_URL and CELERY_BROKER_URL. Run them with `make test`, which starts "
-        "embedded servers for them (python -m imagerec.devservices run --data-dir .devdata/test -- pytest)."
+        "embedded servers for them (python -m devtools.services run --data-dir .devdata/test -- pytest)."
     )
 
 DEBUG = False

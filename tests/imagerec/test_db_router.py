@@ -18,11 +18,12 @@ import pytest
 import requests
 from django.conf import settings
 
+from devtools import services
+from devtools.workers import PROJECT_DIR, wait_for
 from gallery.models import Image
-from imagerec import db_router, devservices
+from imagerec import db_router
 from imagerec.db_router import ReplicaRouter, replica_reads
 from tests.conftest import encode, photo_like
-from tests.harness import PROJECT_DIR, wait_for
 
 # --- The router's rules -------------------------------------------------------------
 
@@ -118,7 +119,7 @@ def test_visitors_reads_are_answered_by_a_streaming_replica():
     base = settings.TEST_SESSION_DIR / "replication" / uuid.uuid4().hex[:8]
     primary_dir, replica_dir = base / "primary", base / "replica"
     primary_port, replica_port, web_port = free_port(), free_port(), free_port()
-    primary_url, replica_url = devservices.postgres_tcp_url(primary_port), devservices.postgres_tcp_url(replica_port)
+    primary_url, replica_url = services.postgres_tcp_url(primary_port), services.postgres_tcp_url(replica_port)
     site_env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "imagerec.settings.test",
@@ -138,12 +139,12 @@ def test_visitors_reads_are_answered_by_a_streaming_replica():
     web = None
     started = []
     try:
-        devservices.postgres_start(primary_dir, port=primary_port)
+        services.postgres_start(primary_dir, port=primary_port)
         started.append(primary_dir)
         manage("migrate", "--noinput")
         manage("createsuperuser", "--noinput", "--username", "curator", "--email", "curator@example.com")
-        devservices.postgres_replica_create(replica_dir, primary_port=primary_port)
-        devservices.postgres_start(replica_dir, port=replica_port)
+        services.postgres_replica_create(replica_dir, primary_port=primary_port)
+        services.postgres_start(replica_dir, port=replica_port)
         started.append(replica_dir)
         assert execute(replica_url, "SELECT pg_is_in_recovery()") == (True,)
 
@@ -216,4 +217,4 @@ def test_visitors_reads_are_answered_by_a_streaming_replica():
                 web.kill()
                 web.wait(timeout=10)
         for data_dir in reversed(started):
-            devservices.postgres_stop(data_dir)
+            services.postgres_stop(data_dir)

@@ -11,9 +11,9 @@ from django.conf import settings
 from django.db import connections
 from django.urls import reverse
 
+from devtools import services
 from gallery.models import Image
 from gallery.services import image_create
-from imagerec import devservices
 from similarity.models import Embedding
 from tests.conftest import encode, photo_like, upload, wait_for
 
@@ -26,7 +26,7 @@ FAST_SWEEPER = {
     "EMBEDDING_SWEEP_PROCESSING_AFTER": "8",
 }
 
-_embedded = devservices.services_urls(settings.TEST_DATA_DIR)
+_embedded = services.services_urls(settings.TEST_DATA_DIR)
 needs_embedded_redis = pytest.mark.skipif(
     _embedded.get("CELERY_BROKER_URL") != settings.CELERY_BROKER_URL, reason="stops and starts the embedded Redis"
 )
@@ -74,7 +74,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(start_worker):
 def test_uploads_during_a_broker_outage_are_embedded_once_it_returns(staff_client, start_worker):
     start_worker(beat=True, extra_env=FAST_SWEEPER)
     data_dir = settings.TEST_DATA_DIR
-    devservices.redis_stop(data_dir)
+    services.redis_stop(data_dir)
     try:
         started = time.monotonic()
         files = [upload(f"outage-{seed}.jpg", encode(photo_like(100 + seed))) for seed in range(4)]
@@ -89,7 +89,7 @@ def test_uploads_during_a_broker_outage_are_embedded_once_it_returns(staff_clien
         page = staff_client.get(reverse("gallery:image-detail", args=[image_ids[0]]))
         assert "Finding similar images" in page.content.decode()
     finally:
-        devservices.redis_start(data_dir)
+        services.redis_start(data_dir)
 
     wait_for(
         lambda: Image.objects.ready().count() == 4,
@@ -106,9 +106,9 @@ def test_a_database_restart_while_the_worker_is_busy_loses_nothing(start_worker)
     wait_for(lambda: Image.objects.ready().exists(), timeout=60, interval=0.05, message="work to start")
     connections.close_all()
 
-    devservices.postgres_stop(settings.TEST_DATA_DIR)
+    services.postgres_stop(settings.TEST_DATA_DIR)
     time.sleep(1)
-    devservices.postgres_start(settings.TEST_DATA_DIR)
+    services.postgres_start(settings.TEST_DATA_DIR)
 
     wait_for(
         lambda: Image.objects.filter(pk__in=image_ids).ready().count() == len(image_ids),

