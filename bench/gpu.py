@@ -9,17 +9,17 @@ One run, in this order:
    1.1 MB: smooth colour fields and shapes with per-pixel grain), kept under the data dir;
 2. uploads: every photo through ``gallery.services.image_create`` (validation decode, hash,
    file write, insert) in one process per core, each upload's embedding task published once
-   its row commits (``gallery.pipeline``; thumbnails are left out: they belong to their own
+   its row commits (``similarity.pipeline``; thumbnails are left out: they belong to their own
    queue and workers). No worker runs yet, so the queue is deep: the upload side's own rate;
 3. drain: a real ``celery worker`` (prefork, concurrency 1) with EMBEDDING_DEVICE set is
    started; the worker rate is from the first claim (the earliest ``status_changed_at`` of
-   the first images seen processing) to the last embedding row stored (``created_at``);
+   the first embedding rows seen processing) to the last embedding row stored (``created_at``);
 4. on a GPU, the same drain again with EMBEDDING_CUDA_DECODE=false (every file through
    Pillow on the worker's CPU threads), after the images are queued again;
 5. bare rates, in this process with the worker stopped: decoding on the device
-   (``Encoder.prepare_jpegs``: decode, orientation, resize and crop, from memory, batches
+   (``prepare_jpegs``: decode, orientation, resize and crop, from memory, batches
    of the worker's size), the forward pass alone (uint8 pixels already on the device), and
-   Pillow's path (``load_rgb`` then ``Encoder.pixels``) on every core in processes.
+   Pillow's path (``load_rgb`` then ``network_pixels``) on every core in processes.
 
 The embedded PostgreSQL (pgvector) and Redis run under ``--data-dir`` (default
 ``.devdata/bench-gpu``) and are stopped at the end. Random ResNet18 weights: no download,
@@ -121,8 +121,8 @@ def django_setup(env: dict[str, str]) -> None:
 
 def embedding_queue() -> str:
     """The queue the settings route the embedding task to (the worker consumes only that one)."""
-    from gallery.pipeline import EMBED_TASK
     from imagerec.celery import app
+    from similarity.pipeline import EMBED_TASK
 
     return app.amqp.router.route({}, EMBED_TASK)["queue"].name
 
@@ -149,13 +149,13 @@ def _upload(path: str) -> tuple[int, float]:
     """image_create for one file, its embedding published once the row commits, as the site does."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from gallery.pipeline import images_follow_up_publish
     from gallery.services import image_create
+    from similarity.pipeline import embeddings_publish
 
     started = time.perf_counter()
     content = Path(path).read_bytes()
     image = image_create(upload=SimpleUploadedFile(Path(path).name, content, "image/jpeg"), enqueue=False)
-    images_follow_up_publish(image_ids=[image.pk], renditions=False)
+    embeddings_publish(image_ids=[image.pk])
     return image.pk, time.perf_counter() - started
 
 
@@ -196,14 +196,14 @@ class FirstClaim(threading.Thread):
         from django.db import connection
         from django.db.models import Min
 
-        from gallery.models import Image
+        from similarity.models import EmbeddingJob
 
         try:
             while not self.stop.is_set():
-                taken = Image.objects.filter(pk__in=self.image_ids).exclude(embedding_status=Image.Status.PENDING)
+                taken = EmbeddingJob.objects.filter(image_id__in=self.image_ids).exclude(status=EmbeddingJob.Status.PENDING)
                 if taken.exists():
                     # A claim stamps status_changed_at; the first batch is still processing now.
-                    processing = taken.filter(embedding_status=Image.Status.PROCESSING)
+                    processing = taken.filter(status=EmbeddingJob.Status.PROCESSING)
                     earliest = processing.aggregate(at=Min("status_changed_at"))
                     self.claimed_at = earliest["at"].timestamp() if earliest["at"] else time.time()
                     return
@@ -215,17 +215,16 @@ class FirstClaim(threading.Thread):
 def wait_embedded(image_ids: list[int], timeout: float) -> None:
     from django.db.models import Count
 
-    from gallery.models import Image
+    from similarity.models import EmbeddingJob
 
     deadline = time.monotonic() + timeout
+    jobs = EmbeddingJob.objects.filter(image_id__in=image_ids)
     while True:
-        states = dict(
-            Image.objects.filter(pk__in=image_ids).values_list("embedding_status").annotate(count=Count("pk"))
-        )
-        if states.get(Image.Status.FAILED):
-            errors = set(Image.objects.filter(pk__in=image_ids).failed().values_list("embedding_error", flat=True))
-            raise RuntimeError(f"{states[Image.Status.FAILED]} image(s) failed: {errors}")
-        if states.get(Image.Status.READY, 0) == len(image_ids):
+        states = dict(jobs.order_by().values_list("status").annotate(count=Count("pk")))
+        if states.get(EmbeddingJob.Status.FAILED):
+            errors = set(jobs.filter(status=EmbeddingJob.Status.FAILED).values_list("error", flat=True))
+            raise RuntimeError(f"{states[EmbeddingJob.Status.FAILED]} image(s) failed: {errors}")
+        if states.get(EmbeddingJob.Status.READY, 0) == len(image_ids):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"Timed out waiting for the embeddings: {states}")
@@ -268,11 +267,11 @@ def phase_drain(env: dict[str, str], image_ids: list[int], queue: str, log_dir: 
 
 def requeue(image_ids: list[int]) -> None:
     """Queue the same images again: rows back to pending, tasks published once that commits."""
-    from gallery.pipeline import images_embedding_requeue
     from similarity.models import Embedding
+    from similarity.pipeline import embeddings_request
 
     Embedding.objects.filter(image_id__in=image_ids).delete()
-    images_embedding_requeue(image_ids=image_ids)
+    embeddings_request(image_ids=image_ids)
 
 
 def near_duplicates_cost(image_ids: list[int]) -> dict:
@@ -294,13 +293,13 @@ def near_duplicates_cost(image_ids: list[int]) -> dict:
 
 def _pillow_prepare(path: str) -> int:
     from imaging import load_rgb
-    from similarity.encoder import Encoder
+    from similarity.preprocessing import network_pixels
 
-    return Encoder.pixels(load_rgb(path)).shape[0]
+    return network_pixels(load_rgb(path)).shape[0]
 
 
 def _noop(_: int) -> None:
-    import similarity.encoder  # noqa: F401  (imports torch: paid before the clock starts)
+    import similarity.encoders.resnet18  # noqa: F401  (imports torch: paid before the clock starts)
 
 
 def bare_pillow(photos: list[Path], processes: int) -> dict:
@@ -360,7 +359,7 @@ def machine(encoder) -> dict:
     import torch
     import torchvision
 
-    from similarity.encoder import cpu_share
+    from imagerec.cpus import cpu_share
 
     facts = {
         "python": platform.python_version(),
@@ -471,7 +470,7 @@ def main() -> int:
                 {**env, "EMBEDDING_CUDA_DECODE": "false"}, image_ids, queue, log_dir, "decode-with-pillow"
             )
         log("Bare rates, with the worker stopped ...")
-        from similarity.encoder import get_encoder
+        from similarity.encoders.registry import get_encoder
 
         bare = {"pillow": bare_pillow(photos, processes), "near_duplicates": near_duplicates_cost(image_ids)}
         encoder = get_encoder()

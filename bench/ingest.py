@@ -159,7 +159,7 @@ def records(since: int = 0) -> list[dict]:
 
 def batches(since: int, images: int) -> list[dict]:
     """The embedding tasks (since the ``since``-th record) that embedded these images."""
-    from gallery.pipeline import EMBED_TASK
+    from similarity.pipeline import EMBED_TASK
 
     def done():
         found = [r for r in records(since) if r.get("task") == EMBED_TASK and (r["result"] or {}).get("ready")]
@@ -198,7 +198,7 @@ def wait_ready(image_ids: list[int], timeout: float) -> float:
 
     def ready():
         images = Image.objects.filter(pk__in=image_ids)
-        failed = set(images.failed().values_list("embedding_error", flat=True))
+        failed = {image.embedding_error for image in images.failed()}
         if failed:
             raise RuntimeError(f"Images failed: {failed}")
         return images.ready().count() == len(image_ids)
@@ -320,13 +320,15 @@ def phase_forward(threads: int, batch_size: int, windows: int = 5, cpu: list | N
     """The bare network's images per second as the worker runs it, one figure per 2-second window;
     ``cpu`` collects each window's CPU milliseconds per image (all torch threads)."""
     global _network
-    from similarity.encoder import build_network  # first: it sets torch's OpenMP policy
+    from similarity.encoders.registry import get_encoder  # its encoder sets torch's OpenMP policy
+
+    if _network is None:
+        # The worker's own network (EMBEDDING_WEIGHTS=random), on the CPU as the worker runs it.
+        _network = get_encoder(device="cpu").network
 
     import torch
 
     torch.set_num_threads(threads)
-    if _network is None:
-        _network = build_network("random", 0)
     batch = torch.randn(batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     rates = []
     with torch.inference_mode():
@@ -349,15 +351,14 @@ def phase_variants(photos: list[Path], batch_size: int, cpus: int) -> dict:
     batch n's forward pass: the worker's way), split (torch on one core, decoding on the others)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from similarity.encoder import Encoder, build_network  # first: it sets torch's OpenMP policy
+    from similarity.encoders.registry import get_encoder  # its encoder sets torch's OpenMP policy
+
+    encoder = get_encoder(device="cpu")  # the worker's encoder, as the registry loads it
 
     import torch
-    from torchvision.models import ResNet18_Weights
 
     from imaging import load_rgb
 
-    encoder = Encoder(identity="bench", network=build_network("random", 0),
-                      transform=ResNet18_Weights.IMAGENET1K_V1.transforms())
     groups = [photos[start : start + batch_size] for start in range(0, len(photos), batch_size)]
 
     def prepare(path: Path):
@@ -393,7 +394,8 @@ def phase_variants(photos: list[Path], batch_size: int, cpus: int) -> dict:
 
 
 def machine() -> dict:
-    from similarity.encoder import cpu_share  # first: it sets torch's OpenMP policy
+    import similarity.encoders.resnet18  # noqa: F401  first: it sets torch's OpenMP policy
+    from imagerec.cpus import cpu_share
 
     import PIL
     import psutil

@@ -33,7 +33,7 @@ def _task_finished(task_id=None, task=None, retval=None, state=None, **kwargs) -
 
 
 def _process_ready(**kwargs) -> None:
-    from similarity.encoder import get_encoder  # loaded once per process; cached afterwards
+    from similarity.encoders.registry import get_encoder  # loaded once per process; cached afterwards
 
     encoder = get_encoder()
     _record({"event": "process_ready", "pid": os.getpid(), "at": time.time(), "threads": encoder.threads})

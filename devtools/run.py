@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from devtools import services
-from similarity.weights import IMAGENET_WEIGHTS_URL, imagenet_weights_cached, imagenet_weights_path
+from similarity.encoders.registry import RESNET18
+from similarity.weights import imagenet_weights_cached, imagenet_weights_path, imagenet_weights_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RUN_BLOCK = "make run"
@@ -31,14 +32,15 @@ def weights_choice(configured: dict) -> dict[str, str]:
     if configured.get("EMBEDDING_WEIGHTS"):
         say(f"Embedding weights: {configured['EMBEDDING_WEIGHTS']} (from EMBEDDING_WEIGHTS)")
         return {}
-    if imagenet_weights_cached():
-        say(f"Embedding weights: ImageNet ({imagenet_weights_path()})")
+    # Before Django's settings are chosen: the site's default encoder, named rather than configured.
+    if imagenet_weights_cached(RESNET18):
+        say(f"Embedding weights: ImageNet ({imagenet_weights_path(RESNET18)})")
         return {"EMBEDDING_WEIGHTS": "imagenet"}
     say(
         "ImageNet weights for ResNet18 not found, so this demo runs on RANDOM weights\n"
         "    (similarities reflect colour and texture, not content; every page says so).\n"
-        f"    For real weights: download {IMAGENET_WEIGHTS_URL}\n"
-        f"    to {imagenet_weights_path()} (or set EMBEDDING_WEIGHTS=/path/to/resnet18.pth)\n"
+        f"    For real weights: download {imagenet_weights_url(RESNET18)}\n"
+        f"    to {imagenet_weights_path(RESNET18)} (or set EMBEDDING_WEIGHTS=/path/to/resnet18.pth)\n"
         "    and run `make run` again; then recompute with `manage.py embed_images --stale`."
     )
     choice = {"EMBEDDING_WEIGHTS": "random"}

@@ -9,21 +9,26 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import checks
 
+from .encoders.registry import configured_family
 from .weights import (
-    IMAGENET_WEIGHTS_URL,
     WeightsUnavailable,
     imagenet_weights_cached,
     imagenet_weights_path,
+    imagenet_weights_url,
     model_identity,
 )
 
 
 def weights_problem() -> str | None:
     """Why the configured weights cannot be used, or None. Never imports torch."""
-    if settings.EMBEDDING_WEIGHTS == "imagenet" and not imagenet_weights_cached():
+    try:
+        family = configured_family()
+    except WeightsUnavailable as error:  # EMBEDDING_ENCODER names no known encoder
+        return str(error)
+    if family.uses_weights and settings.EMBEDDING_WEIGHTS == "imagenet" and not imagenet_weights_cached():
         return (
-            f"The ImageNet weights for ResNet18 are not in the torch hub cache ({imagenet_weights_path()}). "
-            f"Workers download them when online; offline, copy {IMAGENET_WEIGHTS_URL} there, or set "
+            f"The ImageNet weights for {family.name} are not in the torch hub cache ({imagenet_weights_path()}). "
+            f"Workers download them when online; offline, copy {imagenet_weights_url()} there, or set "
             "EMBEDDING_WEIGHTS to a saved state dict, or EMBEDDING_WEIGHTS=random for a demo."
         )
     try:

@@ -7,7 +7,7 @@ decodes while batch n goes through the network and while the caller stores its v
 
 On a GPU (``EMBEDDING_DEVICE``) batches are larger (EMBEDDING_CUDA_BATCH_SIZE) and, with
 EMBEDDING_CUDA_DECODE, JPEGs are decoded there: the decode threads read the files and their
-headers, a JPEG the GPU takes goes to nvJPEG in the batch (``Encoder.prepare_jpegs``, on
+headers, a JPEG the GPU takes goes to nvJPEG in the batch (``prepare_jpegs``, on
 threads of its own, two batches ahead of the network), and everything else, or anything the
 GPU decoder refuses, goes through Pillow on the decode threads meanwhile, as on a CPU worker.
 
@@ -59,7 +59,7 @@ class ComputedBatch:
 
 def batch_size() -> int:
     """Images per forward pass on this process's device (EMBEDDING_DEVICE)."""
-    from .encoder import embedding_device  # the worker's path only: torch stays out of web processes
+    from .encoders.gpu import embedding_device  # the worker's path only: torch stays out of web processes
 
     return settings.EMBEDDING_CUDA_BATCH_SIZE if embedding_device().type == "cuda" else settings.EMBEDDING_BATCH_SIZE
 
@@ -108,7 +108,7 @@ def embeddings_compute(
     ``decode_on_device`` (default: on a GPU, EMBEDDING_CUDA_DECODE) decodes JPEGs with the
     encoder's device, a CPU one too (which the tests use to check that path without a GPU).
     """
-    from .encoder import get_encoder  # the worker's path only: torch stays out of web processes
+    from .encoders.registry import get_encoder  # loads the encoder (torch) on the worker's path only
 
     if not sources:
         return
@@ -286,7 +286,7 @@ def _cancel(futures) -> None:
 def embedding_of_picture(pixels: bytes) -> tuple[str, np.ndarray]:
     """(model identity, vector) of a visitor's search: the picture's network pixels, prepared by
     the web process with ``preprocessing.network_pixels`` as this worker prepares a stored image."""
-    from .encoder import get_encoder
+    from .encoders.registry import get_encoder
 
     if len(pixels) != PIXELS_BYTES:
         raise ValueError(f"A search's pixels are {PIXELS_BYTES} bytes ({PIXELS_SHAPE}), not {len(pixels)}.")

@@ -1,7 +1,9 @@
-"""Which network and weights are configured, named without importing torch.
+"""Which model and weights are configured, named without importing torch.
 
-Every stored embedding records this identity; queries compare only embeddings of the
-identity configured now, so changing the weights makes the older vectors stale.
+Every stored embedding records this identity (``<encoder>/<weights>``, e.g.
+"resnet18/imagenet1k-v1"); queries compare only embeddings of the identity configured now, so
+changing the encoder or its weights makes the older vectors stale. The encoder's facts (its
+name, its checkpoint) come from its family in ``similarity.encoders.registry``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-ARCHITECTURE = "resnet18"
-IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"
-IMAGENET_WEIGHTS_URL = f"https://download.pytorch.org/models/{IMAGENET_WEIGHTS_FILE}"
-
-
-class WeightsUnavailable(RuntimeError):
-    """The configured weights cannot be loaded; the message says what to do."""
+from .encoders.base import EncoderFamily, WeightsUnavailable
+from .encoders.registry import configured_family
 
 
 def torch_hub_dir() -> Path:
@@ -30,12 +27,17 @@ def torch_hub_dir() -> Path:
     return cache / "torch" / "hub"
 
 
-def imagenet_weights_path() -> Path:
-    return torch_hub_dir() / "checkpoints" / IMAGENET_WEIGHTS_FILE
+def imagenet_weights_url(family: EncoderFamily | None = None) -> str:
+    """Where torchvision downloads the configured encoder's ImageNet checkpoint from."""
+    return f"https://download.pytorch.org/models/{(family or configured_family()).weights_file}"
 
 
-def imagenet_weights_cached() -> bool:
-    return imagenet_weights_path().is_file()
+def imagenet_weights_path(family: EncoderFamily | None = None) -> Path:
+    return torch_hub_dir() / "checkpoints" / (family or configured_family()).weights_file
+
+
+def imagenet_weights_cached(family: EncoderFamily | None = None) -> bool:
+    return imagenet_weights_path(family).is_file()
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,28 +49,32 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def weights_file_identity(path: str | os.PathLike) -> str:
+def weights_file_identity(path: str | os.PathLike, family: EncoderFamily | None = None) -> str:
+    family = family or configured_family()
     path = Path(path).expanduser()
     try:
         stat = path.stat()
     except OSError:
         raise WeightsUnavailable(
             f"EMBEDDING_WEIGHTS names a weights file that does not exist: {path}. "
-            "Put a ResNet18 state dict there (torch.save(model.state_dict(), path)), or set "
+            f"Put a {family.name} state dict there (torch.save(model.state_dict(), path)), or set "
             "EMBEDDING_WEIGHTS=imagenet (torchvision's ImageNet weights) or EMBEDDING_WEIGHTS=random."
         ) from None
-    return f"{ARCHITECTURE}/file-{_file_digest(str(path), stat.st_size, stat.st_mtime_ns)[:12]}"
+    return f"{family.name}/file-{_file_digest(str(path), stat.st_size, stat.st_mtime_ns)[:12]}"
 
 
 def model_identity(weights: str | None = None, seed: int | None = None) -> str:
-    """The identity of the configured weights, e.g. 'resnet18/imagenet1k-v1'."""
+    """The identity of the configured encoder and weights, e.g. 'resnet18/imagenet1k-v1'."""
+    family = configured_family()
+    if not family.uses_weights:
+        return f"{family.name}/{family.version}"
     weights = settings.EMBEDDING_WEIGHTS if weights is None else weights
     seed = settings.EMBEDDING_RANDOM_SEED if seed is None else seed
     if weights == "imagenet":
-        return f"{ARCHITECTURE}/imagenet1k-v1"
+        return f"{family.name}/imagenet1k-v1"
     if weights == "random":
-        return f"{ARCHITECTURE}/random-seed{seed}"
-    return weights_file_identity(weights)
+        return f"{family.name}/random-seed{seed}"
+    return weights_file_identity(weights, family)
 
 
 def uses_random_weights() -> bool:

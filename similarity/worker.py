@@ -26,7 +26,7 @@ def refuse_to_start_without_weights(sender=None, **kwargs) -> None:
     _pool_processes = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
     if weights_problem() is None:
         return
-    from .encoder import get_encoder
+    from .encoders.registry import get_encoder
 
     try:
         # On the CPU whatever EMBEDDING_DEVICE says: CUDA must first start in the pool
@@ -39,13 +39,14 @@ def refuse_to_start_without_weights(sender=None, **kwargs) -> None:
 
 def load_encoder(**kwargs) -> None:
     """worker_process_init: load the network in a new pool process and run it once at the sizes it will see."""
-    from . import encoder
     from .compute import batch_size
+    from .encoders import base
+    from .encoders.registry import get_encoder
 
     # The pool processes split the CPUs: torch and decode threads are sized to one share.
-    encoder.pool_processes = _pool_processes
+    base.pool_processes = _pool_processes
     try:
-        encoder.get_encoder().warm_up(batch_sizes=(1, batch_size()))
+        get_encoder().warm_up(batch_sizes=(1, batch_size()))
     except WeightsUnavailable as error:
         # Missing weights, or a GPU that is not there: each task leaves its images pending.
         logger.critical("Pool process %d cannot embed: %s", os.getpid(), error)

@@ -68,6 +68,10 @@ RECOMMENDATIONS_K = env.int("RECOMMENDATIONS_K", default=6)
 RECOMMENDATIONS_K_MAX = 50
 GALLERY_PAGE_SIZE = env.int("GALLERY_PAGE_SIZE", default=12)
 
+# The model workers embed with: a name in similarity.encoders.registry. Modules that define
+# more encoders (a FAMILY each) are listed in EMBEDDING_ENCODER_MODULES, comma-separated.
+EMBEDDING_ENCODER = env("EMBEDDING_ENCODER", default="resnet18")
+EMBEDDING_ENCODER_MODULES = env.list("EMBEDDING_ENCODER_MODULES", default=[])
 # Embeddings: "imagenet" (torchvision's ResNet18_Weights.IMAGENET1K_V1 from the torch hub
 # cache), "random" (seeded, for demos and tests), or a path to a saved ResNet18 state dict.
 EMBEDDING_WEIGHTS = env("EMBEDDING_WEIGHTS", default="imagenet")
@@ -81,7 +85,7 @@ EMBEDDING_CLAIM_BATCHES = env.int("EMBEDDING_CLAIM_BATCHES", default=4)
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
 # Where a worker runs the network: "auto" (a CUDA GPU when torch sees one, else the CPU),
 # "cpu", "cuda" or "cuda:N". On a GPU the network runs in half precision; the vectors and
-# their model identity are the CPU's (within similarity.encoder.DEVICE_COSINE_TOLERANCE).
+# their model identity are the CPU's (within similarity.encoders.gpu.DEVICE_COSINE_TOLERANCE).
 EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", default="auto")
 # Images per forward pass on a GPU (EMBEDDING_BATCH_SIZE is the CPU's): large batches keep it busy.
 EMBEDDING_CUDA_BATCH_SIZE = env.int("EMBEDDING_CUDA_BATCH_SIZE", default=256)
@@ -492,7 +496,7 @@ def celery_queues(prefix: str = "") -> tuple[list, dict, str]:
 
     names = {name: f"{prefix}{name}" for name in (*QUEUE_NAMES, "default")}
     routes = {
-        "gallery.images_embed": {"queue": names["embeddings"]},
+        "similarity.images_embed": {"queue": names["embeddings"]},
         "gallery.renditions_create": {"queue": names["renditions"]},
         "gallery.images_sweep": {"queue": names["renditions"]},
         "similarity.query_embed": {"queue": names["searches"]},

@@ -21,7 +21,7 @@ from imaging import (
     decode,
     load_rgb,
 )
-from similarity.encoder import get_encoder
+from similarity.encoders.registry import get_encoder
 from tests.conftest import photo_like
 
 RED = (255, 0, 0)

@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from gallery.validation import picture_validate
 from imaging import load_rgb
 from similarity.compute import embedding_of_picture, embeddings_compute
-from similarity.encoder import get_encoder
+from similarity.encoders.registry import get_encoder
 from similarity.preprocessing import PIXELS_SHAPE
 from similarity.search import query_pixels
 from tests.conftest import encode, photo_like, upload
@@ -59,7 +59,7 @@ def test_a_search_photo_reaches_the_network_as_its_stored_twin_does(name, tmp_pa
     """The web side's preparation of a visitor's photo gives the worker's pixels for the same file, exactly."""
     content = accepted_files()[name]
     # Pillow's decode, as on a CPU worker (a GPU worker's own JPEG decode is within
-    # DEVICE_COSINE_TOLERANCE of it, tested in test_device.py).
+    # DEVICE_COSINE_TOLERANCE of it, tested in encoders/test_gpu.py).
     (stored,) = embeddings_compute(sources=sources_of({1: content}, tmp_path), batch_size=1, decode_on_device=False)
 
     pixels = query_pixels(picture_validate(upload(name, content)))

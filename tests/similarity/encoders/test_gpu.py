@@ -14,12 +14,13 @@ import torch
 from PIL import Image, ImageOps
 
 from gallery.models import Image as GalleryImage
-from gallery.tasks import images_embed
 from imaging import load_rgb
 from similarity import compute
 from similarity.compute import embeddings_compute
-from similarity.encoder import DEVICE_COSINE_TOLERANCE, DeviceUnavailable, embedding_device, get_encoder, oriented
+from similarity.encoders.gpu import DEVICE_COSINE_TOLERANCE, DeviceJpegs, DeviceUnavailable, embedding_device, oriented
+from similarity.encoders.registry import get_encoder
 from similarity.jpeg import device_decodable
+from similarity.tasks import images_embed
 from tests.conftest import encode, photo_like
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; CI has none")
@@ -123,7 +124,7 @@ def test_a_task_on_a_worker_without_its_gpu_leaves_the_images_pending(image_fact
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_the_tensor_is_turned_upright_exactly_as_pillow_turns_the_picture(orientation):
     data = encode(photo_like(3, (64, 40)), exif=exif_with(orientation), quality=95)
-    decoded = get_encoder()._decode([data])[0]
+    decoded = get_encoder().jpegs._decode([data])[0]
 
     upright = oriented(decoded, device_decodable(data).orientation).permute(1, 2, 0).numpy()
 
@@ -159,7 +160,7 @@ def test_vectors_from_the_tensor_path_agree_with_the_cpu_workers(orientation, im
 
     prepared, _ = encoder.prepare_jpegs([data], [header.orientation])
     on_device = encoder.embed_prepared(prepared, [])[0]
-    # The CPU worker's own path: Pillow's reduced-scale decode, then Encoder.pixels.
+    # The CPU worker's own path: Pillow's reduced-scale decode, then the encoder's pixels.
     on_cpu = encoder.embed([load_rgb(io.BytesIO(data))])[0]
 
     assert float(on_device @ on_cpu) >= 1 - DEVICE_COSINE_TOLERANCE
@@ -193,16 +194,16 @@ def sources_of(files: dict[int, bytes | None], tmp_path):
 @pytest.fixture
 def spied_encoder(monkeypatch):
     """A copy of the process's encoder that records what reaches its device decoder and can refuse files."""
-    encoder = dataclasses.replace(get_encoder())
+    encoder = dataclasses.replace(get_encoder(), jpegs=DeviceJpegs(get_encoder().device))
     encoder.sent_to_device, encoder.refuse = [], set()
-    real_decode = encoder._decode
+    real_decode = encoder.jpegs._decode
 
     def decode(jpegs):
         encoder.sent_to_device.extend(bytes(jpeg) for jpeg in jpegs)
         decoded = real_decode(jpegs)
         return [None if bytes(jpeg) in encoder.refuse else picture for jpeg, picture in zip(jpegs, decoded)]
 
-    monkeypatch.setattr(encoder, "_decode", decode)
+    monkeypatch.setattr(encoder.jpegs, "_decode", decode)
     return encoder
 
 
@@ -289,12 +290,12 @@ def test_a_gpu_worker_without_gpu_decoding_runs_pillow_two_batches_ahead_with_th
 
 @pytest.fixture(scope="module")
 def gpu_encoder():
-    from similarity.encoder import _load_encoder
+    from similarity.encoders import resnet18
     from similarity.weights import model_identity
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU; CI has none")
-    return _load_encoder("random", 0, model_identity("random", 0), "cuda")
+    return resnet18.load(weights="random", seed=0, identity=model_identity("random", 0), device="cuda")
 
 
 @needs_cuda

@@ -15,8 +15,9 @@ from PIL import Image
 from torchvision.models import resnet18, resnet50
 
 from imaging import synthetic_photo
-from similarity import encoder as encoder_module
-from similarity.encoder import Encoder, build_network, get_encoder
+from similarity.encoders import base as encoder_base
+from similarity.encoders.registry import get_encoder
+from similarity.encoders.resnet18 import ResNet18Encoder, build_network
 from similarity.weights import WeightsUnavailable, model_identity
 
 
@@ -206,7 +207,7 @@ def test_a_weights_file_replaced_in_place_gives_a_new_encoder_and_new_vectors(tm
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
     second = get_encoder()
 
-    assert isinstance(second, Encoder) and second is not first
+    assert isinstance(second, ResNet18Encoder) and second is not first
     assert second.identity == model_identity() != first.identity
     vectors = [encoder.embed([picture(0)])[0] for encoder in (first, second)]
     assert np.dot(*vectors) < 0.999  # really the new weights, not the cached network
@@ -245,8 +246,8 @@ def test_prepared_batch_is_channels_last_and_embeds_like_the_reference():
 
 def test_threads_follow_the_cpu_share_and_the_pool_size(monkeypatch, settings):
     settings.EMBEDDING_TORCH_THREADS = 0
-    monkeypatch.setattr(encoder_module, "cpu_share", lambda: 2)
-    monkeypatch.setattr(encoder_module, "pool_processes", 2)
-    assert encoder_module.torch_threads() == 1
+    monkeypatch.setattr(encoder_base, "cpu_share", lambda: 2)
+    monkeypatch.setattr(encoder_base, "pool_processes", 2)
+    assert encoder_base.torch_threads() == 1
     settings.EMBEDDING_TORCH_THREADS = 3
-    assert encoder_module.torch_threads() == 3
+    assert encoder_base.torch_threads() == 3
