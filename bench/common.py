@@ -220,19 +220,27 @@ def images_insert(cursor, n: int) -> None:
     """Gallery rows 1..n, made inside the server, each with the renditions an upload gets (so
     pages read and render as much as on a real site)."""
     from gallery.models import RENDITION_WIDTHS
+    from similarity.weights import model_identity
 
     cursor.execute(
         """
         INSERT INTO gallery_image (id, file, original_name, caption, format, width, height, file_size, sha256,
-            created_at, embedding_status, embedding_error, embedding_attempts, status_changed_at)
+            created_at)
         SELECT i, 'images/bench/' || i || '.jpg', 'photo-' || i || '.jpg', 'Photo ' || i, 'JPEG', 640, 480,
-            120000, encode(sha256(convert_to(i::text, 'UTF8')), 'hex'), now() - i * interval '1 second',
-            'ready', '', 1, now()
+            120000, encode(sha256(convert_to(i::text, 'UTF8')), 'hex'), now() - i * interval '1 second'
         FROM generate_series(1, %s) AS i
         """,
         [n],
     )
     cursor.execute("SELECT setval(pg_get_serial_sequence('gallery_image', 'id'), %s)", [n])
+    # Each embedded by the configured model, as the worker leaves them.
+    cursor.execute(
+        """
+        INSERT INTO similarity_embeddingjob (image_id, model_identity, status, error, attempts, status_changed_at)
+        SELECT i, %s, 'ready', '', 1, now() FROM generate_series(1, %s) AS i
+        """,
+        [model_identity(), n],
+    )
     cursor.execute(
         """
         INSERT INTO gallery_rendition (image_id, spec, file, width, height)

@@ -172,11 +172,9 @@ def django_setup(environment: dict) -> None:
 
 
 def image_states() -> dict[str, int]:
-    from django.db.models import Count
+    from similarity.selectors import embedding_status_counts
 
-    from gallery.models import Image
-
-    return dict(Image.objects.values_list("embedding_status").annotate(count=Count("pk")).order_by())
+    return embedding_status_counts()
 
 
 class Gunicorn:

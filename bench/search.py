@@ -88,7 +88,7 @@ def run(args) -> dict:
 
     queues = {name: route["queue"] for name, route in app.conf.task_routes.items()}
     searches = queues["similarity.query_embed"]
-    ingest_queues = sorted({queues["gallery.images_embed"], queues["gallery.renditions_create"],
+    ingest_queues = sorted({queues["similarity.images_embed"], queues["gallery.renditions_create"],
                             app.conf.task_default_queue})
     purge_queues(searches, *ingest_queues)
     ingest.MEDIA_DIR = MEDIA_DIR
@@ -119,7 +119,7 @@ def run(args) -> dict:
         result["idle"] = summary(samples(base, visitor_photos, args.samples, spacing=args.spacing))
         log(f"    p50 {result['idle']['p50_ms']} ms, p95 {result['idle']['p95_ms']} ms")
 
-        embed_queue = queues["gallery.images_embed"]
+        embed_queue = queues["similarity.images_embed"]
         app.control.cancel_consumer(embed_queue, destination=[worker.hostname], reply=True, timeout=10)
         started = time.time()
         backlog_ids = [ingest.upload(path)[0] for path in photos[args.gallery : args.gallery + args.backlog]]

@@ -41,7 +41,7 @@ def demo_images_tag() -> int:
 def all_embedded() -> bool:
     from gallery.models import Image
 
-    return not Image.objects.exclude(embedding_status=Image.Status.READY).exists() and not Image.objects.filter(
+    return not Image.objects.exclude(pk__in=Image.objects.ready()).exists() and not Image.objects.filter(
         renditions__isnull=True
     ).exists()
 

@@ -14,10 +14,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from similarity.pipeline import embeddings_request
+from similarity.selectors import embedding_status_expression
 from similarity.serving import serving_identity
 from similarity.weights import WeightsUnavailable, model_identity
 
-from . import pipeline, selectors, services
+from . import selectors, services
 from .forms import ImageUploadForm
 from .models import Image
 
@@ -47,6 +49,26 @@ class ImageChangeList(ChangeList):
             # overflows inside Django's admin; answer it like any other bad filter.
             raise IncorrectLookupParameters(error) from error
 
+    def get_results(self, request):
+        super().get_results(request)
+        # Where each listed image's embedding stands, in one query for the whole page.
+        selectors.images_load_embedding_jobs(images=self.result_list)
+
+
+class EmbeddingStatusFilter(admin.SimpleListFilter):
+    """By embedding status (similarity's rows, not a column of the image)."""
+
+    title = "embedding status"
+    parameter_name = "embedding_status"
+
+    def lookups(self, request, model_admin):
+        return Image.Status.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in Image.Status.values:
+            return queryset.in_status(self.value())
+        return queryset
+
 
 class PossibleDuplicateFilter(admin.SimpleListFilter):
     title = "possible duplicates"
@@ -71,7 +93,7 @@ class ImageAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["thumbnail", "original_name"]
     list_editable = ["caption"]
-    list_filter = ["embedding_status", PossibleDuplicateFilter, "tags"]
+    list_filter = [EmbeddingStatusFilter, PossibleDuplicateFilter, "tags"]
     search_fields = ["caption", "original_name"]
     list_per_page = 50
     date_hierarchy = "created_at"
@@ -90,7 +112,9 @@ class ImageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # Thumbnails and tags for a whole page of the list in one query each.
-        return super().get_queryset(request).with_renditions().prefetch_related("tags")
+        # The status as SQL too, so the list can be sorted by it.
+        queryset = super().get_queryset(request).with_renditions().prefetch_related("tags")
+        return queryset.annotate(embedding_status_sort=embedding_status_expression())
 
     @admin.display(description="Tags")
     def tag_names(self, image: Image):
@@ -128,7 +152,7 @@ class ImageAdmin(admin.ModelAdmin):
     def size_in_pixels(self, image: Image):
         return f"{image.width} × {image.height}"
 
-    @admin.display(description="Embedding", ordering="embedding_status")
+    @admin.display(description="Embedding", ordering="embedding_status_sort")
     def status(self, image: Image):
         if image.embedding_status == Image.Status.FAILED and image.embedding_error:
             return format_html("failed: {}", image.embedding_error)
@@ -239,10 +263,10 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Recompute embeddings of the selected images")
     def recompute_embeddings(self, request, queryset):
-        count = pipeline.images_embedding_requeue(image_ids=queryset.values_list("pk", flat=True))
+        count = embeddings_request(image_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Queued {count} image(s) for a new embedding.", messages.SUCCESS)
 
     @admin.action(description="Retry the selected images that failed")
     def retry_failed(self, request, queryset):
-        count = pipeline.images_embedding_requeue(image_ids=queryset.failed().values_list("pk", flat=True))
+        count = embeddings_request(image_ids=queryset.failed().values_list("pk", flat=True))
         self.message_user(request, f"Queued {count} failed image(s) again.", messages.SUCCESS)

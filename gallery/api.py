@@ -201,6 +201,7 @@ class ImageListView(ApiView):
         images = selectors.image_list(tag=query.get("tag")).prefetch_related("tags")
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(images, request, view=self)
+        selectors.images_load_embedding_jobs(images=page)  # the statuses, in one query for the page
         return paginator.get_paginated_response(ImageListItemSerializer(page, many=True).data)
 
 

@@ -11,9 +11,10 @@ class GalleryConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete
 
         from imaging import configure_pillow
-        from observability.registry import gauge_register, image_task_register, readiness_check_register
+        from observability.registry import image_task_register
+        from similarity.signals import images_embedded
 
-        from . import health, pipeline, selectors, signals, storage
+        from . import pipeline, signals, storage
         from .models import Image, Rendition
 
         # Once per process; every decode also checks the limit itself (imaging.decoding).
@@ -22,14 +23,9 @@ class GalleryConfig(AppConfig):
         post_delete.connect(signals.rendition_file_delete, sender=Rendition, dispatch_uid="gallery_rendition_delete_file")
         m2m_changed.connect(signals.image_tags_changed, sender=Image.tags.through, dispatch_uid="gallery_image_tags")
         setting_changed.connect(storage.renditions_storage_reset, dispatch_uid="gallery_renditions_storage_reset")
+        # New vectors, batch by batch on the worker: the gallery's near-duplicate flags follow.
+        images_embedded.connect(signals.near_duplicates_on_embedded, dispatch_uid="gallery_near_duplicates")
 
-        # What /readyz, /metrics and the log lines learn from the gallery (observability imports no app).
-        readiness_check_register("backlog", health.backlog_check, reads_through="database")
-        gauge_register(
-            "imagerec_images",
-            documentation="Images by embedding status.",
-            label="status",
-            collect=selectors.images_count_by_status,
-        )
-        image_task_register(pipeline.EMBED_TASK)
+        # What the log lines learn from the gallery (observability imports no app); the
+        # embedding backlog and counts are similarity's to register.
         image_task_register(pipeline.RENDITIONS_TASK)

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from similarity.models import EmbeddingJob
+
 from .storage import renditions_storage
 
 # Widths of the derived pictures, the only files the public ever receives (re-encoded as
@@ -39,17 +41,24 @@ class ImageQuerySet(models.QuerySet):
     def newest_first(self):
         return self.order_by("-created_at", "-id")
 
+    # Embedding status is similarity's (a row per image and model); these read it there.
+
+    def in_status(self, status: str):
+        from similarity.selectors import embedding_status_filter
+
+        return self.filter(embedding_status_filter(status))
+
     def pending(self):
-        return self.filter(embedding_status=Image.Status.PENDING)
+        return self.in_status(Image.Status.PENDING)
 
     def processing(self):
-        return self.filter(embedding_status=Image.Status.PROCESSING)
+        return self.in_status(Image.Status.PROCESSING)
 
     def ready(self):
-        return self.filter(embedding_status=Image.Status.READY)
+        return self.in_status(Image.Status.READY)
 
     def failed(self):
-        return self.filter(embedding_status=Image.Status.FAILED)
+        return self.in_status(Image.Status.FAILED)
 
     def with_renditions(self):
         """Thumbnails in one extra query, whatever the number of images."""
@@ -107,11 +116,8 @@ class Thumbnail:
 
 
 class Image(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", "pending"
-        PROCESSING = "processing", "processing"
-        READY = "ready", "ready"
-        FAILED = "failed", "failed"
+    # The embedding's states, as similarity names them (the pages, API and admin show them).
+    Status = EmbeddingJob.Status
 
     file = models.FileField(upload_to=image_upload_to, max_length=255)
     original_name = models.CharField(max_length=255, help_text="The uploaded file's name, for display only.")
@@ -125,13 +131,6 @@ class Image(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    embedding_status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
-    )
-    embedding_error = models.TextField(blank=True, help_text="Why the embedding failed, when it did.")
-    embedding_attempts = models.PositiveSmallIntegerField(default=0)
-    status_changed_at = models.DateTimeField(default=timezone.now)
 
     # Set once the embedding exists: the nearest neighbour, when it is nearly the same picture.
     near_duplicate_of = models.ForeignKey(
@@ -153,6 +152,36 @@ class Image(models.Model):
     @property
     def title(self) -> str:
         return str(self)
+
+    # Where its embedding stands, read from similarity (``similarity.selectors``): one query,
+    # or none for images loaded by ``gallery.selectors.images_load_embedding_jobs``.
+
+    @property
+    def embedding_job(self) -> EmbeddingJob | None:
+        if "_embedding_job" in self.__dict__:
+            return self.__dict__["_embedding_job"]
+        from similarity.selectors import embedding_jobs_of
+
+        return embedding_jobs_of(image_ids=[self.pk]).get(self.pk)
+
+    @property
+    def embedding_status(self) -> str:
+        job = self.embedding_job
+        # No row yet: an image whose row is being written with it counts as waiting.
+        return job.status if job else Image.Status.PENDING
+
+    @property
+    def embedding_error(self) -> str:
+        job = self.embedding_job
+        return job.error if job else ""
+
+    @property
+    def embedding_attempts(self) -> int:
+        job = self.embedding_job
+        return job.attempts if job else 0
+
+    def get_embedding_status_display(self) -> str:
+        return Image.Status(self.embedding_status).label
 
     @cached_property
     def _renditions_by_width(self) -> list[tuple[int, int, str]]:

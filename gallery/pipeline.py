@@ -1,8 +1,9 @@
 """Follow-up work for images: published once their rows commit, and swept up when lost.
 
-Every image needs two kinds of follow-up work, an embedding and its renditions. This is the
-one place that sends it, and the one sweeper that finds what a lost message, a broker outage
-or a killed worker left undone.
+Every image needs two kinds of follow-up work, an embedding and its renditions. The
+embedding is similarity's (``similarity.pipeline`` sends it and sweeps it up); this module
+sends the renditions, and its sweeper runs both sweeps, so that one periodic task finds what a
+lost message, a broker outage or a killed worker left undone.
 
 Tasks are sent by name (``send_task``): this module imports neither the worker's code nor
 torch, so the web process stays light, and the settings' routes decide which queue, and so
@@ -21,18 +22,14 @@ from django.utils import timezone
 
 from imagerec.celery import app
 
-from . import lifecycle
+from similarity.pipeline import WORKERS_OWN_LIMITS, embeddings_publish, embeddings_sweep
+
 from .models import Image
 
 logger = logging.getLogger(__name__)
 
-EMBED_TASK = "gallery.images_embed"
 RENDITIONS_TASK = "gallery.renditions_create"
 SWEEP_TASK = "gallery.images_sweep"
-# Explicit None: the message carries no time limits, so the worker applies its own settings'
-# (a sender that has the task registered would otherwise stamp its own into the message).
-# ignore_result: nobody waits for these results, so sending never touches the result backend.
-WORKERS_OWN_LIMITS = {"time_limit": None, "soft_time_limit": None, "ignore_result": True}
 # Renditions are quick (tens of milliseconds each); a batch keeps the message count low.
 RENDITIONS_PER_TASK = 50
 
@@ -45,10 +42,9 @@ def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
 def images_follow_up_publish(*, image_ids: Iterable[int], embeddings: bool = True, renditions: bool = True) -> bool:
     """Send the work now. False when the broker is unreachable: the sweeper sends it later."""
     image_ids = list(image_ids)
+    if embeddings and not embeddings_publish(image_ids=image_ids):
+        return False
     try:
-        if embeddings:
-            for chunk in _chunks(image_ids, settings.EMBEDDING_BATCH_SIZE):
-                app.send_task(EMBED_TASK, args=[chunk], **WORKERS_OWN_LIMITS)
         if renditions:
             for chunk in _chunks(image_ids, RENDITIONS_PER_TASK):
                 app.send_task(RENDITIONS_TASK, args=[chunk], **WORKERS_OWN_LIMITS)
@@ -72,24 +68,13 @@ def images_follow_up_enqueue(*, image_ids: Iterable[int], embeddings: bool = Tru
         )
 
 
-def images_embedding_requeue(*, image_ids: Iterable[int]) -> int:
-    """Start these images' embeddings over (recompute, retry a failure); returns how many."""
-    image_ids = list(image_ids)
-    with transaction.atomic():
-        count = lifecycle.images_mark_pending(image_ids=image_ids)
-        images_follow_up_enqueue(image_ids=image_ids, renditions=False)
-    return count
-
-
 def images_sweep() -> dict[str, int]:
     """Send again the work that was lost: embeddings of stuck images, renditions still missing.
 
     Renditions only for ready images a while old: their file has decoded once, so the task
     has a fair chance, and the upload's own task has had time to run.
     """
-    embeddings = lifecycle.images_requeue_stuck()
-    if embeddings:
-        images_follow_up_publish(image_ids=embeddings, renditions=False)
+    embeddings = embeddings_sweep()
     cutoff = timezone.now() - timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
     renditions = list(
         Image.objects.ready()

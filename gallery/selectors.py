@@ -7,6 +7,7 @@ from django.db.models import Count, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
+from similarity import selectors as similarity_selectors
 from similarity.selectors import SimilarImage, images_similar_to
 
 from .models import Image, Tag
@@ -56,19 +57,20 @@ def image_get_by_original_name(*, original_name: str) -> Image:
     return image
 
 
-def images_count_by_status() -> dict[str, int]:
-    """How many images are pending, processing, ready and failed, in one query."""
-    counts = dict.fromkeys(Image.Status.values, 0)
-    for row in Image.objects.order_by().values("embedding_status").annotate(total=Count("pk")):
-        counts[row["embedding_status"]] = row["total"]
-    return counts
-
-
 def embedding_status_counts(*, identity: str | None = None) -> dict[str, int]:
     """How many images are pending, processing, ready, failed, and stale (admin summary)."""
-    counts = images_count_by_status()
+    counts = similarity_selectors.embedding_status_counts()
     counts["stale"] = Image.objects.stale(identity).count()
     return counts
+
+
+def images_load_embedding_jobs(*, images: Iterable[Image]) -> None:
+    """Read where the embeddings of images already in hand stand, in one query however many
+    there are (``Image.embedding_status`` would ask once per image)."""
+    images = [image for image in images if image is not None]
+    jobs = similarity_selectors.embedding_jobs_of(image_ids=[image.pk for image in images])
+    for image in images:
+        image.__dict__["_embedding_job"] = jobs.get(image.pk)
 
 
 def tag_get(*, slug: str | None) -> Tag | None:

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from similarity.cache import neighbours_cache_invalidate
+from similarity.pipeline import embeddings_request
 from similarity.selectors import images_similar_to
 from similarity.weights import model_identity
 
@@ -99,6 +100,8 @@ def image_create(
             image.save()
             if tag_names:
                 images_tag(image_ids=[image.pk], names=tag_names)
+            # Its row for the configured model, pending: without enqueue, the sweeper sends it.
+            embeddings_request(image_ids=[image.pk], enqueue=False)
             if enqueue:
                 images_follow_up_enqueue(image_ids=[image.pk])
     except IntegrityError:

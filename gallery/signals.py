@@ -1,7 +1,9 @@
-"""Housekeeping only: files go once the deletion of their row is committed; cached lists go too."""
+"""Housekeeping: files go once the deletion of their row is committed; cached lists go too.
+And the gallery's answer to new vectors: near-duplicate flags."""
 
 from similarity.cache import neighbours_cache_invalidate
 
+from .services import near_duplicates_mark
 from .storage import stored_file_delete_on_commit
 
 
@@ -18,3 +20,8 @@ def image_tags_changed(sender, action, **kwargs):
 # An image's renditions go with it (CASCADE); each one's file follows here.
 def rendition_file_delete(sender, instance, **kwargs):
     stored_file_delete_on_commit(instance.file)
+
+
+# similarity.signals.images_embedded: a batch's vectors are stored (on the worker).
+def near_duplicates_on_embedded(sender, image_ids, **kwargs):
+    near_duplicates_mark(image_ids=image_ids)

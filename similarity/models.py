@@ -45,6 +45,47 @@ class Embedding(models.Model):
         return f"{self.model_identity} embedding of image {self.image_id}"
 
 
+class EmbeddingJobQuerySet(models.QuerySet):
+    def for_model(self, model_identity: str):
+        return self.filter(model_identity=model_identity)
+
+
+class EmbeddingJob(models.Model):
+    """Where one image's embedding by one model identity stands: one row per (image, model).
+
+    Written only by ``similarity.lifecycle``. During an upgrade the next model's rows fill in
+    while the current model's stay ready, so each model's progress is tracked on its own.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        PROCESSING = "processing", "processing"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    # By string, like Embedding's: this app never imports the gallery.
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="embedding_jobs")
+    model_identity = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True, help_text="Why the embedding failed, when it did.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+
+    objects = EmbeddingJobQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_identity"], name="similarity_embeddingjob_unique_per_model"),
+        ]
+        indexes = [
+            # The claim's and the sweeper's scan: one model's pending or processing rows, oldest first.
+            models.Index(fields=["model_identity", "status", "status_changed_at"], name="similarity_job_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_identity} embedding of image {self.image_id}: {self.status}"
+
+
 class ServingModel(models.Model):
     """Which model identity the pages compare: one row, switched in one UPDATE.
 

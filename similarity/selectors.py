@@ -1,4 +1,5 @@
-"""Reads: nearest neighbours by cosine similarity, optionally within a tag and diversified."""
+"""Reads: nearest neighbours by cosine similarity, optionally within a tag and diversified; and
+where each image's embedding stands (its status), for the gallery's pages, admin and counts."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db.models import QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from pgvector.django import CosineDistance
 
 from . import cache
-from .models import Embedding
+from .models import Embedding, EmbeddingJob
 from .serving import serving_identity_expression
+from .weights import WeightsUnavailable, model_identity
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,80 @@ def images_similar_to(
         loaded.update((row.image_id, row.image) for row in rows.select_related("image").defer("vector"))
     # An image deleted since the list was cached drops out (its deletion also invalidates the list).
     return [SimilarImage(image=loaded[image_id], similarity=score) for image_id, score in ranked if image_id in loaded]
+
+
+# --- Embedding status -------------------------------------------------------------------
+#
+# An image's status is its row for the configured model (what the workers embed with), or,
+# while it has none (the weights just changed: an upgrade not yet started), its latest row of
+# another model. So a ready image stays ready until ``embed_images`` asks for the next
+# model's vector, and its progress is then the next model's.
+
+
+def _status_rows() -> tuple[QuerySet, QuerySet]:
+    """The configured model's rows, and each other image's latest row of another model."""
+    try:
+        own = EmbeddingJob.objects.for_model(model_identity())
+    except WeightsUnavailable:
+        own = EmbeddingJob.objects.none()  # a weights file this host cannot read
+    latest = (
+        EmbeddingJob.objects.exclude(image_id__in=own.values("image_id"))
+        .order_by("image_id", "-status_changed_at", "-pk")
+        .distinct("image_id")
+    )
+    return own, EmbeddingJob.objects.filter(pk__in=latest.values("pk"))
+
+
+def embedding_status_filter(status: str) -> Q:
+    """A filter on images (by ``pk``): those whose embedding is in ``status``."""
+    own, fallback = _status_rows()
+    return Q(pk__in=own.filter(status=status).values("image_id")) | Q(
+        pk__in=fallback.filter(status=status).values("image_id")
+    )
+
+
+def embedding_status_expression():
+    """An image's status as SQL, for a queryset of images (``OuterRef("pk")``): to sort by it."""
+    rows = EmbeddingJob.objects.filter(image_id=OuterRef("pk"))
+    try:
+        own = rows.filter(model_identity=model_identity())
+    except WeightsUnavailable:
+        own = rows.none()
+    latest = rows.order_by("-status_changed_at", "-pk")
+    return Coalesce(Subquery(own.values("status")[:1]), Subquery(latest.values("status")[:1]))
+
+
+def embedding_jobs_of(*, image_ids) -> dict[int, EmbeddingJob]:
+    """The row each image's status is read from (status, error, attempts), by image id; one query."""
+    try:
+        configured = model_identity()
+    except WeightsUnavailable:
+        configured = None  # a weights file this host cannot read
+    own, latest = {}, {}
+    for job in EmbeddingJob.objects.filter(image_id__in=list(image_ids)).order_by("status_changed_at", "pk"):
+        (own if job.model_identity == configured else latest)[job.image_id] = job
+    return {**latest, **own}
+
+
+def embedding_status_counts() -> dict[str, int]:
+    """How many images are pending, processing, ready and failed, in two queries."""
+    counts = dict.fromkeys(EmbeddingJob.Status.values, 0)
+    for rows in _status_rows():
+        for row in rows.order_by().values("status").annotate(total=Count("pk")):
+            counts[row["status"]] += row["total"]
+    return counts
+
+
+def image_ids_to_embed(*, identity: str, which: str) -> list[int]:
+    """Ids of the images ``embed_images`` works on, for model ``identity``, in id order.
+
+    ``which``: "all"; "missing" (no vector from ``identity``, failed ones included); "stale"
+    (ready, but its vector is another model's).
+    """
+    # The images' model, reached through the foreign key: this app never imports the gallery.
+    images = EmbeddingJob._meta.get_field("image").related_model._default_manager.all()
+    if which == "stale":
+        images = images.filter(embedding_status_filter(EmbeddingJob.Status.READY))
+    if which in ("stale", "missing"):
+        images = images.exclude(pk__in=Embedding.objects.for_model(identity).values("image_id"))
+    return list(images.order_by("pk").values_list("pk", flat=True))

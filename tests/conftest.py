@@ -126,23 +126,34 @@ def unit_vector(*components: float, dimensions: int = 512) -> np.ndarray:
 
 @pytest.fixture
 def image_factory(db):
-    """image_factory(seed, vector=None, status=..., **fields) -> a stored gallery.Image.
+    """image_factory(seed, vector=None, status=..., embedding_error=..., embedding_attempts=...,
+    status_changed_at=..., **fields) -> a stored gallery.Image.
 
     With a vector, an embedding from the configured model is stored and the image is ready.
+    The status, error and attempts are its row for the configured model (similarity's).
     """
     from gallery.models import Image
     from gallery.services import image_create
-    from similarity.models import Embedding
+    from similarity.models import Embedding, EmbeddingJob
     from similarity.weights import model_identity
 
-    def make(seed: int, vector=None, status=None, **fields):
+    def make(
+        seed: int, vector=None, status=None, embedding_error=None, embedding_attempts=None, status_changed_at=None,
+        **fields,
+    ):
         image = image_create(upload=upload(f"photo-{seed}.jpg", encode(photo_like(seed, (64, 48)))), enqueue=False)
         if vector is not None:
             Embedding.objects.create(image=image, model_identity=model_identity(), vector=vector)
             status = status or Image.Status.READY
-        updates = {**fields, **({"embedding_status": status} if status else {})}
-        if updates:
-            Image.objects.filter(pk=image.pk).update(**updates)
+        job = {
+            "status": status, "error": embedding_error, "attempts": embedding_attempts,
+            "status_changed_at": status_changed_at,
+        }
+        job = {name: value for name, value in job.items() if value is not None}
+        if job:
+            EmbeddingJob.objects.filter(image=image, model_identity=model_identity()).update(**job)
+        if fields:
+            Image.objects.filter(pk=image.pk).update(**fields)
             image.refresh_from_db()
         return image
 

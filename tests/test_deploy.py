@@ -341,7 +341,7 @@ class Site:
             ids |= self.upload([("scene-3-copy.jpg", resized_recompressed(3))])
             assert len(ids) == 7, ids
             broker = self.environment["CELERY_BROKER_URL"]
-            assert "gallery.images_embed" in broker_messages(broker)  # web -> Redis over TCP
+            assert "similarity.images_embed" in broker_messages(broker)  # web -> Redis over TCP
             import redis
 
             redis.Redis.from_url(broker).flushdb()

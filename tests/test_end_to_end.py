@@ -59,10 +59,9 @@ def test_an_image_whose_file_vanished_ends_failed_with_a_reason(staff_client, wo
     wait_for(all_ready(1), timeout=60, message="the image to be embedded")
     # Later the stored file disappears (a storage fault) and the image is recomputed.
     image.file.storage.delete(image.file.name)
-    Image.objects.filter(pk=image.pk).update(embedding_status=Image.Status.PENDING)
-    from gallery.pipeline import images_follow_up_publish
+    from similarity.pipeline import embeddings_request
 
-    images_follow_up_publish(image_ids=[image.pk], renditions=False)
+    embeddings_request(image_ids=[image.pk])
     wait_for(lambda: Image.objects.get(pk=image.pk).embedding_status == Image.Status.FAILED, timeout=60)
     image.refresh_from_db()
     assert image.embedding_error == "The stored file is missing."

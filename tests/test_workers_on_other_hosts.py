@@ -169,7 +169,7 @@ def test_workers_in_other_network_namespaces_embed_each_image_once_and_survive_a
         )
         worker = WorkerProcess(
             env,
-            queues=queues["gallery.images_embed"],
+            queues=queues["similarity.images_embed"],
             command_prefix=namespace.command_prefix,
             arguments=("--include=tests.worker_records",),
         ).start(tmp_path / "workers", wait=False)
@@ -208,7 +208,7 @@ def test_workers_in_other_network_namespaces_embed_each_image_once_and_survive_a
 
             def statuses() -> dict[str, int]:
                 with database.cursor() as cursor:
-                    cursor.execute("SELECT embedding_status, count(*) FROM gallery_image GROUP BY 1")
+                    cursor.execute("SELECT status, count(*) FROM similarity_embeddingjob GROUP BY 1")
                     return dict(cursor.fetchall())
 
             wait_for(lambda: statuses().get("ready") == IMAGES, timeout=300, interval=0.5,

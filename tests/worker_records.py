@@ -29,7 +29,7 @@ def _progress(sender=None, stage="", image_ids=(), **kwargs) -> None:
 
 def _process_ready(**kwargs) -> None:
     # Django is set up in the pool process by now, so the service module can be imported.
-    from gallery.embedding import embedding_progress
+    from similarity.embedding import embedding_progress
 
     embedding_progress.connect(_progress, weak=False)
     _record({"worker": WORKER, "pid": os.getpid(), "stage": "ready", "ids": [], "at": time.time()})

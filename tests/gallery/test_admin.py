@@ -126,7 +126,7 @@ def test_change_list_shows_thumbnail_status_and_counts(staff_client, image_facto
     assert "failed: The stored file is missing." in html
     assert "pending 1" in html and "ready 1" in html and "failed 1" in html
     assert "resnet18/random-seed0" in html
-    filtered = staff_client.get(LIST_URL + "?embedding_status__exact=failed")
+    filtered = staff_client.get(LIST_URL + "?embedding_status=failed")
     assert list(filtered.context["cl"].result_list) == [failed]
 
 

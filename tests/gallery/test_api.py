@@ -164,7 +164,7 @@ def test_list_queries_do_not_grow_with_the_page(client, image_factory, settings)
     settings.GALLERY_PAGE_SIZE = 12
     with CaptureQueriesContext(connection) as large:
         client.get(reverse("gallery:api-image-list"))
-    assert len(small) == len(large) == 4  # count, page, its renditions, its tags
+    assert len(small) == len(large) == 5  # count, page, its renditions, its tags, its embeddings' statuses
 
 
 # --- One image -------------------------------------------------------------------------

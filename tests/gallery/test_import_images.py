@@ -112,6 +112,7 @@ def test_a_file_that_breaks_is_refused_and_the_import_goes_on(folder, failing_fo
 def test_an_interrupted_import_leaves_no_added_image_without_its_work(folder, failing_for, broker_queue):
     """Real commits: whatever stops the import, every image it added has its tasks on the broker."""
     from gallery import pipeline
+    from similarity.pipeline import EMBED_TASK
 
     failing_for("notes.txt", KeyboardInterrupt())  # in name order: two added and a duplicate come first
 
@@ -121,7 +122,7 @@ def test_an_interrupted_import_leaves_no_added_image_without_its_work(folder, fa
     added = sorted(Image.objects.values_list("pk", flat=True))
     assert len(added) == 2
     assert sorted(broker_queue()) == sorted(
-        (task, [[image_id]]) for task in (pipeline.EMBED_TASK, pipeline.RENDITIONS_TASK) for image_id in added
+        (task, [[image_id]]) for task in (EMBED_TASK, pipeline.RENDITIONS_TASK) for image_id in added
     )
 
 

@@ -13,6 +13,8 @@ from gallery import pipeline
 from gallery.models import Image, Rendition
 from gallery.renditions import renditions_create
 from imagerec.celery import app
+from similarity import pipeline as embedding_pipeline
+from similarity.pipeline import EMBED_TASK
 from tests.conftest import purge_queues
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +28,7 @@ def broker_queue():
     def messages() -> list[tuple[str, list]]:
         raw = []
         with app.connection_for_read() as connection:
-            for queue in (settings.CELERY_TASK_ROUTES[name]["queue"] for name in (pipeline.EMBED_TASK, pipeline.RENDITIONS_TASK)):
+            for queue in (settings.CELERY_TASK_ROUTES[name]["queue"] for name in (EMBED_TASK, pipeline.RENDITIONS_TASK)):
                 raw += reversed(connection.default_channel.client.lrange(queue, 0, -1))  # pushed on the left
         found = []
         for item in raw:
@@ -50,12 +52,12 @@ def test_an_upload_sends_its_follow_up_work_after_the_commit_and_not_before(
 
     first, second = Image.objects.order_by("pk").values_list("pk", flat=True)
     # Each image's own work, sent when its own row committed.
-    assert sorted(broker_queue()) == [
-        (pipeline.EMBED_TASK, [[first]]),
-        (pipeline.EMBED_TASK, [[second]]),
+    assert sorted(broker_queue()) == sorted([
+        (EMBED_TASK, [[first]]),
+        (EMBED_TASK, [[second]]),
         (pipeline.RENDITIONS_TASK, [[first]]),
         (pipeline.RENDITIONS_TASK, [[second]]),
-    ]
+    ])
     assert not Rendition.objects.exists()  # never made in the request
 
 
@@ -86,7 +88,7 @@ def test_an_image_of_a_batch_has_its_work_sent_when_it_commits_whatever_comes_af
     ]
     good = Image.objects.get()
     assert good.original_name == "good.jpg"
-    expected = [(pipeline.EMBED_TASK, [[good.pk]]), (pipeline.RENDITIONS_TASK, [[good.pk]])]
+    expected = [(EMBED_TASK, [[good.pk]]), (pipeline.RENDITIONS_TASK, [[good.pk]])]
     assert seen_before_the_next_file == expected
     assert broker_queue() == expected  # sent once
 
@@ -95,12 +97,12 @@ def test_embeddings_are_sent_in_batches_of_the_worker_batch_size(image_factory, 
     settings.EMBEDDING_BATCH_SIZE = 2
     image_ids = [image_factory(seed).pk for seed in range(5)]
 
-    assert pipeline.images_follow_up_publish(image_ids=image_ids, renditions=False)
+    assert embedding_pipeline.embeddings_publish(image_ids=image_ids)
 
     assert broker_queue() == [
-        (pipeline.EMBED_TASK, [image_ids[0:2]]),
-        (pipeline.EMBED_TASK, [image_ids[2:4]]),
-        (pipeline.EMBED_TASK, [image_ids[4:5]]),
+        (EMBED_TASK, [image_ids[0:2]]),
+        (EMBED_TASK, [image_ids[2:4]]),
+        (EMBED_TASK, [image_ids[4:5]]),
     ]
 
 
@@ -109,11 +111,11 @@ def test_requeueing_starts_images_over_and_sends_only_their_embeddings(
 ):
     failed = image_factory(1, status=Image.Status.FAILED, embedding_error="broken", embedding_attempts=5)
     with django_capture_on_commit_callbacks(execute=True):
-        assert pipeline.images_embedding_requeue(image_ids=[failed.pk]) == 1
+        assert embedding_pipeline.embeddings_request(image_ids=[failed.pk]) == 1
 
     failed.refresh_from_db()
     assert (failed.embedding_status, failed.embedding_error, failed.embedding_attempts) == ("pending", "", 0)
-    assert broker_queue() == [(pipeline.EMBED_TASK, [[failed.pk]])]
+    assert broker_queue() == [(EMBED_TASK, [[failed.pk]])]
 
 
 def test_the_sweeper_sends_again_what_was_lost_and_nothing_else(image_factory, broker_queue, settings):
@@ -131,7 +133,7 @@ def test_the_sweeper_sends_again_what_was_lost_and_nothing_else(image_factory, b
     assert pipeline.images_sweep() == {"embeddings": 2, "renditions": 1}
 
     assert broker_queue() == [
-        (pipeline.EMBED_TASK, [[lost_message.pk, dead_worker.pk]]),
+        (EMBED_TASK, [[lost_message.pk, dead_worker.pk]]),
         (pipeline.RENDITIONS_TASK, [[no_thumbnails.pk]]),
     ]
     dead_worker.refresh_from_db()

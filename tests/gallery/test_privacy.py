@@ -11,8 +11,8 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 from PIL.PngImagePlugin import PngInfo
 
-from gallery.models import Image
 from gallery.renditions import renditions_create
+from similarity.models import EmbeddingJob
 from tests.conftest import encode, photo_like, unit_vector, upload
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def test_no_public_url_returns_the_camera_metadata(staff_client):
     for image, vector in ((located, unit_vector(1, 0)), (neighbour, unit_vector(1, 0.1))):
         renditions_create(image=image)
         image.embeddings.create(model_identity="resnet18/random-seed0", vector=vector)
-    Image.objects.update(embedding_status=Image.Status.READY)
+    EmbeddingJob.objects.update(status=EmbeddingJob.Status.READY)
 
     public = [
         client.get("/").content.decode(),

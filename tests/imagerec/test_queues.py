@@ -7,6 +7,7 @@ from gallery import pipeline
 from gallery.models import Image, Rendition
 from gallery.services import image_create
 from imagerec.celery import app
+from similarity.pipeline import EMBED_TASK
 from tests.conftest import encode, photo_like, upload, wait_for
 
 pytestmark = [pytest.mark.end_to_end]
@@ -18,7 +19,7 @@ def waiting(queue: str) -> int:
 
 
 def test_a_worker_on_the_embeddings_queue_embeds_but_leaves_thumbnails_to_others(start_worker):
-    embeddings = settings.CELERY_TASK_ROUTES[pipeline.EMBED_TASK]["queue"]
+    embeddings = settings.CELERY_TASK_ROUTES[EMBED_TASK]["queue"]
     renditions = settings.CELERY_TASK_ROUTES[pipeline.RENDITIONS_TASK]["queue"]
     assert embeddings != renditions
     start_worker(queues=embeddings)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connections
 
 from devtools import services
-from gallery.models import Image
+from similarity.models import EmbeddingJob
 from tests.conftest import unit_vector, wait_for
 
 from .helpers import readyz
@@ -124,7 +124,7 @@ def test_a_backlog_over_the_limit_is_named(client, image_factory, settings):
         "error": "3 images wait for an embedding (more than 2)",
     }
 
-    Image.objects.filter(pk=waiting[0].pk).update(embedding_status=Image.Status.FAILED)
+    EmbeddingJob.objects.filter(image_id=waiting[0].pk).update(status=EmbeddingJob.Status.FAILED)
     status, body = readyz(client)
     assert "backlog" not in body["down"]
     assert body["checks"]["backlog"] == {"ok": True, "waiting": 2, "max": 2}

@@ -12,7 +12,7 @@ from gallery.models import Image, Rendition
 from gallery.services import image_create
 from tests.conftest import encode, photo_like, upload, wait_for
 
-PIPELINE_LOGGERS = ("gallery.", "celery.app.trace", "celery.worker.strategy")
+PIPELINE_LOGGERS = ("gallery.", "similarity.embedding", "similarity.pipeline", "celery.app.trace", "celery.worker.strategy")
 
 
 @pytest.mark.end_to_end
@@ -30,7 +30,7 @@ def test_every_pipeline_line_of_a_real_worker_names_its_images_in_json(start_wor
     # Tasks of both kinds were received and finished (how many depends on which task claimed
     # which images first), and embeddings were stored.
     messages = [record["message"] for record in pipeline]
-    for task in ("gallery.images_embed", "gallery.renditions_create"):
+    for task in ("similarity.images_embed", "gallery.renditions_create"):
         assert any(message.startswith(f"Task {task}[") and message.endswith("] received") for message in messages)
         assert any(message.startswith(f"Task {task}[") and "] succeeded in " in message for message in messages)
     unnamed = [record["message"] for record in pipeline if not record.get("image_ids")]

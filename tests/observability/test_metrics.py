@@ -70,7 +70,7 @@ def test_a_real_workers_embeddings_and_tasks_show_up_in_the_web_metrics(client, 
 
     samples = wait_for(worker_counted_all, timeout=30, message="the worker's embeddings in /metrics")
     tasks = value(
-        samples, "imagerec_task_duration_seconds_count", task="gallery.images_embed", outcome="success", worker=worker.hostname
+        samples, "imagerec_task_duration_seconds_count", task="similarity.images_embed", outcome="success", worker=worker.hostname
     )
     assert 1 <= tasks <= 3
     assert value(samples, "imagerec_images_embedding_failed_total", worker=worker.hostname) == 0

@@ -44,7 +44,7 @@ def add_images(count: int, size=(1024, 768), first_seed: int = 0) -> list[int]:
 
 
 def assert_each_embedded_exactly_once(image_ids):
-    assert Image.objects.filter(pk__in=image_ids).exclude(embedding_status=Image.Status.READY).count() == 0
+    assert Image.objects.filter(pk__in=image_ids).exclude(pk__in=Image.objects.ready()).count() == 0
     assert Embedding.objects.filter(image_id__in=image_ids).count() == len(image_ids)
 
 
@@ -58,7 +58,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(start_worker):
         message="the first batch to be claimed",
     )
     first.kill()
-    unfinished = Image.objects.filter(pk__in=image_ids).exclude(embedding_status=Image.Status.READY).count()
+    unfinished = Image.objects.filter(pk__in=image_ids).exclude(pk__in=Image.objects.ready()).count()
     assert unfinished > 0, "the worker finished everything before it was killed"
 
     start_worker(beat=True, extra_env={"EMBEDDING_BATCH_SIZE": "8", **FAST_SWEEPER})
@@ -85,7 +85,7 @@ def test_uploads_during_a_broker_outage_are_embedded_once_it_returns(staff_clien
         assert upload_seconds < 15
         image_ids = list(Image.objects.values_list("pk", flat=True))
         assert len(image_ids) == 4
-        assert set(Image.objects.values_list("embedding_status", flat=True)) == {Image.Status.PENDING}
+        assert {image.embedding_status for image in Image.objects.all()} == {Image.Status.PENDING}
         page = staff_client.get(reverse("gallery:image-detail", args=[image_ids[0]]))
         assert "Finding similar images" in page.content.decode()
     finally:
@@ -119,8 +119,8 @@ def test_a_database_restart_while_the_worker_is_busy_loses_nothing(start_worker)
 
 
 def test_a_batch_over_the_soft_time_limit_is_marked_failed_with_the_reason(start_worker):
-    from gallery.pipeline import WORKERS_OWN_LIMITS
-    from gallery.tasks import images_embed
+    from similarity.pipeline import WORKERS_OWN_LIMITS
+    from similarity.tasks import images_embed
 
     start_worker(extra_env={"EMBEDDING_SOFT_TIME_LIMIT": "1", "EMBEDDING_TIME_LIMIT": "60", "EMBEDDING_BATCH_SIZE": "96"})
     image_ids = [
@@ -136,6 +136,6 @@ def test_a_batch_over_the_soft_time_limit_is_marked_failed_with_the_reason(start
         timeout=90,
         message="the over-long batch to be marked failed",
     )
-    reasons = set(Image.objects.values_list("embedding_error", flat=True))
+    reasons = {image.embedding_error for image in Image.objects.all()}
     assert reasons == {"Embedding took longer than the 1-second limit."}
     assert Embedding.objects.count() == 0

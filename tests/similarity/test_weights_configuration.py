@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from gallery.models import Image
-from gallery.tasks import images_embed
+from similarity.tasks import images_embed
 from tests.conftest import WorkerProcess, worker_environment
 
 

@@ -1,4 +1,4 @@
-"""The image lifecycle: claims that never overlap, releases, give-ups, and the sweeper's requeue."""
+"""The embedding lifecycle (a row per image and model): claims that never overlap, releases, give-ups, and the sweeper's requeue."""
 
 import threading
 from datetime import timedelta
@@ -7,8 +7,22 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from gallery import lifecycle
 from gallery.models import Image
+from similarity import lifecycle
+from similarity.models import EmbeddingJob
+
+
+def job(image) -> EmbeddingJob:
+    """The image's row for the configured model (the only model in these tests)."""
+    return EmbeddingJob.objects.get(image_id=image.pk)
+
+
+def claimed(claim) -> list[int]:
+    return [job.image_id for job in claim.jobs]
+
+
+def claims_end(claim, image_ids) -> None:
+    lifecycle.claims_end(job_ids=[claim.job_ids[image_id] for image_id in image_ids])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -21,7 +35,7 @@ def test_a_claim_skips_images_another_worker_is_claiming_at_that_moment(image_fa
         # A second connection, as another worker process would have, holding one row's lock.
         try:
             with transaction.atomic():
-                list(Image.objects.select_for_update().filter(pk=held.pk))
+                list(EmbeddingJob.objects.select_for_update().filter(image_id=held.pk))
                 locked.set()
                 release.wait(timeout=30)
         finally:
@@ -36,10 +50,10 @@ def test_a_claim_skips_images_another_worker_is_claiming_at_that_moment(image_fa
         release.set()
         thread.join()
 
-    assert [image.pk for image in claim.images] == [free.pk]
+    assert claimed(claim) == [free.pk]
     assert claim.skipped == [held.pk]
-    assert Image.objects.get(pk=held.pk).embedding_status == Image.Status.PENDING
-    lifecycle.claims_end(image_ids=[free.pk])
+    assert job(held).status == Image.Status.PENDING
+    claims_end(claim, [free.pk])
 
 
 class OtherWorker:
@@ -57,11 +71,12 @@ class OtherWorker:
 
     def _run(self):
         try:
-            self.claimed = [image.pk for image in lifecycle.images_claim(image_ids=self.image_ids).images]
+            claim = lifecycle.images_claim(image_ids=self.image_ids)
+            self.claimed = claimed(claim)
             self._ready.set()
             self._finish.wait(timeout=60)
             if self._how == "end":
-                lifecycle.claims_end(image_ids=self.claimed)
+                claims_end(claim, self.claimed)
         finally:
             # Ending or not, the connection goes: a killed worker's closes the same way.
             connection.close()
@@ -84,16 +99,17 @@ def test_images_a_live_worker_is_embedding_are_never_claimed_by_another(image_fa
     with OtherWorker([busy.pk]) as other:
         assert other.claimed == [busy.pk]
         if requeued:
-            Image.objects.filter(pk=busy.pk).update(embedding_status=Image.Status.PENDING)
+            EmbeddingJob.objects.filter(image_id=busy.pk).update(status=Image.Status.PENDING)
         claim = lifecycle.images_claim(image_ids=[busy.pk, free.pk], fill_to=10)
-        assert [image.pk for image in claim.images] == [free.pk]
+        assert claimed(claim) == [free.pk]
         assert claim.skipped == [busy.pk]
-        lifecycle.claims_end(image_ids=[free.pk])
+        claims_end(claim, [free.pk])
 
         # Once it has finished with the image (here without storing it), it may be taken.
         other.finish("end")
-    assert [image.pk for image in lifecycle.images_claim(image_ids=[busy.pk]).images] == [busy.pk]
-    lifecycle.claims_end(image_ids=[busy.pk])
+    claim = lifecycle.images_claim(image_ids=[busy.pk])
+    assert claimed(claim) == [busy.pk]
+    claims_end(claim, [busy.pk])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -102,13 +118,13 @@ def test_a_dead_workers_images_are_claimed_back_at_once(image_factory):
     image = image_factory(1)
     with OtherWorker([image.pk]) as other:
         other.finish("die")
-    assert Image.objects.get(pk=image.pk).embedding_status == Image.Status.PROCESSING
+    assert job(image).status == Image.Status.PROCESSING
 
     claim = lifecycle.images_claim(image_ids=[image.pk])
 
-    assert [claimed.pk for claimed in claim.images] == [image.pk]
-    assert Image.objects.get(pk=image.pk).embedding_attempts == 2
-    lifecycle.claims_end(image_ids=[image.pk])
+    assert claimed(claim) == [image.pk]
+    assert job(image).attempts == 2
+    claims_end(claim, [image.pk])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -120,10 +136,10 @@ def test_a_claim_holds_no_lock_on_what_it_did_not_take(image_factory, settings):
     claim = lifecycle.images_claim(image_ids=[poison.pk, fine.pk])
     assert list(claim.gave_up) == [poison.pk]
     assert advisory_locks_held() == 1
-    lifecycle.claims_end(image_ids=[fine.pk])
+    claims_end(claim, [fine.pk])
     assert advisory_locks_held() == 0
 
-    Image.objects.filter(pk=fine.pk).update(embedding_status=Image.Status.PENDING)
+    EmbeddingJob.objects.filter(image_id=fine.pk).update(status=Image.Status.PENDING)
     with pytest.raises(TypeError):
         lifecycle.images_claim(image_ids=[fine.pk], fill_to="not a number")
     assert advisory_locks_held() == 0
@@ -144,10 +160,10 @@ def test_a_claim_fills_up_with_the_longest_waiting_images(image_factory):
 
     claim = lifecycle.images_claim(image_ids=[named.pk], fill_to=2)
 
-    assert [image.pk for image in claim.images] == [named.pk, older.pk]
-    assert Image.objects.get(pk=newer.pk).embedding_status == Image.Status.PENDING
-    assert set(Image.objects.processing().values_list("embedding_attempts", flat=True)) == {1}
-    lifecycle.claims_end(image_ids=[named.pk, older.pk])
+    assert claimed(claim) == [named.pk, older.pk]
+    assert job(newer).status == Image.Status.PENDING
+    assert set(EmbeddingJob.objects.filter(status=Image.Status.PROCESSING).values_list("attempts", flat=True)) == {1}
+    claims_end(claim, [named.pk, older.pk])
 
 
 @pytest.mark.django_db
@@ -156,9 +172,9 @@ def test_failing_never_undoes_a_stored_embedding(image_factory):
 
     lifecycle.images_mark_failed(failures={ready.pk: "late news", waiting.pk: "cannot decode"})
 
-    assert Image.objects.get(pk=ready.pk).embedding_status == Image.Status.READY
-    failed = Image.objects.get(pk=waiting.pk)
-    assert (failed.embedding_status, failed.embedding_error) == (Image.Status.FAILED, "cannot decode")
+    assert job(ready).status == Image.Status.READY
+    failed = job(waiting)
+    assert (failed.status, failed.error) == (Image.Status.FAILED, "cannot decode")
 
 
 @pytest.mark.django_db
@@ -173,7 +189,7 @@ def test_the_sweeper_requeues_only_what_waited_too_long(image_factory, settings)
 
     assert lifecycle.images_requeue_stuck() == [lost.pk, dead.pk]
 
-    statuses = dict(Image.objects.values_list("pk", "embedding_status"))
+    statuses = dict(EmbeddingJob.objects.values_list("image_id", "status"))
     assert statuses[dead.pk] == Image.Status.PENDING and statuses[busy.pk] == Image.Status.PROCESSING
     assert statuses[queued.pk] == Image.Status.PENDING
     assert lifecycle.images_requeue_stuck() == []  # requeued once, not on every sweep

@@ -5,9 +5,9 @@ from collections import Counter
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from gallery import lifecycle, pipeline
-from gallery.embedding import images_embed
-from gallery.models import Image
+from similarity import lifecycle, pipeline
+from similarity.embedding import images_embed
+from similarity.selectors import image_ids_to_embed
 from similarity.weights import WeightsUnavailable, model_identity
 
 
@@ -35,26 +35,20 @@ class Command(BaseCommand):
         except WeightsUnavailable as error:
             raise CommandError(str(error)) from None
 
-        if all:
-            images = Image.objects.all()
-        elif stale:
-            images = Image.objects.stale(identity)
-        else:
-            images = Image.objects.without_embedding(identity)
-        image_ids = list(images.order_by("pk").values_list("pk", flat=True))
+        image_ids = image_ids_to_embed(identity=identity, which="all" if all else "stale" if stale else "missing")
         if not image_ids:
             self.stdout.write(f"Nothing to do: every image has a {identity} embedding.")
             return
 
         if queue:
-            pipeline.images_embedding_requeue(image_ids=image_ids)
+            pipeline.embeddings_request(image_ids=image_ids)
             self.stdout.write(
                 f"Queued {len(image_ids)} image(s) for {identity}; the workers compute them "
                 "(if the broker is unreachable, the sweeper sends them later)."
             )
             return
 
-        from similarity.encoder import get_encoder
+        from similarity.encoders.registry import get_encoder
 
         try:
             get_encoder()  # fail before touching any row when the weights are missing

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from django.db import OperationalError
 
-from gallery import embedding
-from gallery.embedding import images_embed
 from gallery.models import Image
 from imaging import load_rgb
-from similarity.encoder import get_encoder
-from similarity.models import Embedding
+from similarity import embedding
+from similarity.embedding import images_embed
+from similarity.encoders.registry import get_encoder
+from similarity.models import Embedding, EmbeddingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -101,13 +101,13 @@ def test_giving_up_fails_exactly_what_this_call_claimed(one_claim_and_another_wo
 
     result = images_embed(image_ids=[pending[0].pk, pending[1].pk], give_up_on=GiveUp, give_up_reason="Too slow.")
 
-    statuses = dict(Image.objects.values_list("pk", "embedding_status"))
+    statuses = dict(EmbeddingJob.objects.values_list("image_id", "status"))
     # The first batch was stored; the second batch of the claim (two images taken to fill
     # it) fails with the reason at once, instead of waiting minutes for the sweeper.
     assert sorted(result.ready) == [pending[0].pk, pending[1].pk]
     assert all(statuses[pk] == Image.Status.READY for pk in result.ready)
     assert set(result.failed) == {pending[2].pk, pending[3].pk}
-    assert set(Image.objects.failed().values_list("embedding_error", flat=True)) == {"Too slow."}
+    assert {image.embedding_error for image in Image.objects.failed()} == {"Too slow."}
     # What it never claimed is untouched: the rest of the queue, and another worker's image.
     assert statuses[pending[4].pk] == statuses[pending[5].pk] == Image.Status.PENDING
     assert statuses[elsewhere.pk] == Image.Status.PROCESSING
@@ -128,8 +128,8 @@ def test_an_interruption_hands_the_unfinished_claim_back(
     with pytest.raises(type(error)):
         images_embed(image_ids=[pending[0].pk])
 
-    unfinished = Image.objects.filter(pk__in=[pending[2].pk, pending[3].pk])
-    assert set(unfinished.values_list("embedding_status", flat=True)) == {Image.Status.PENDING}
-    assert set(unfinished.values_list("embedding_attempts", flat=True)) == {1 if attempt_counts else 0}
+    unfinished = EmbeddingJob.objects.filter(image_id__in=[pending[2].pk, pending[3].pk])
+    assert set(unfinished.values_list("status", flat=True)) == {Image.Status.PENDING}
+    assert set(unfinished.values_list("attempts", flat=True)) == {1 if attempt_counts else 0}
     assert Image.objects.get(pk=elsewhere.pk).embedding_status == Image.Status.PROCESSING
     assert advisory_locks_held() == 0

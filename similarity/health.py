@@ -1,6 +1,6 @@
-"""What the gallery tells /readyz: whether the images waiting for an embedding are too many.
+"""What the embedding pipeline tells /readyz: whether the images waiting for an embedding are too many.
 
-Registered with observability in ``GalleryConfig.ready``.
+Registered with observability in ``SimilarityConfig.ready``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from django.db import DatabaseError, connection
 
 from observability.registry import Check
 
-from .models import Image
-from .selectors import images_count_by_status
+from .models import EmbeddingJob
+from .selectors import embedding_status_counts
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +22,14 @@ def backlog_check() -> Check:
     """The images pending or processing, at most READYZ_BACKLOG_MAX."""
     limit = settings.READYZ_BACKLOG_MAX
     try:
-        counts = images_count_by_status()
+        counts = embedding_status_counts()
     except DatabaseError as error:
         # The database answers (its own check passed) but the images cannot be counted:
         # migrations not applied, permissions.
         logger.warning("Readiness: the images cannot be counted: %s", error)
         connection.close()
         return {"ok": False, "error": "the images cannot be counted", "max": limit}
-    waiting = counts[Image.Status.PENDING] + counts[Image.Status.PROCESSING]
+    waiting = counts[EmbeddingJob.Status.PENDING] + counts[EmbeddingJob.Status.PROCESSING]
     check = {"ok": waiting <= limit, "waiting": waiting, "max": limit}
     if waiting > limit:
         check["error"] = f"{waiting} images wait for an embedding (more than {limit})"

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from gallery.models import Image
-from similarity.models import Embedding
+from similarity.models import Embedding, EmbeddingJob
 from similarity.serving import serving_identity
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,11 @@ def test_the_whole_upgrade_keeps_every_image_s_neighbours(client, image_factory,
     run("embed_images", "--stale")
     assert Embedding.objects.filter(model_identity=NEXT).count() == 5
     assert {image.pk: neighbours(client, image) for image in images} == before  # still the current model
-    assert set(Image.objects.values_list("embedding_status", flat=True)) == {Image.Status.READY}
+    assert {image.embedding_status for image in Image.objects.all()} == {Image.Status.READY}
+    # Each model's progress is its own row: the current model's rows stayed ready throughout.
+    assert set(EmbeddingJob.objects.values_list("model_identity", "status").distinct()) == {
+        (CURRENT, EmbeddingJob.Status.READY), (NEXT, EmbeddingJob.Status.READY),
+    }
 
     # One step moves the site: the same images, now ranked by the next model.
     assert f"now serves {NEXT}" in run("embedding_model_switch")

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.models import Image
+from similarity.selectors import embedding_status_counts
 from similarity.serving import SwitchRefused, serving_identity, serving_model_switch
 from similarity.weights import WeightsUnavailable, model_identity
 
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             self.stdout.write(f"The site already serves {identity}.")
             return
         try:
-            covered = serving_model_switch(identity=identity, images_total=Image.objects.ready().count(), force=force)
+            covered = serving_model_switch(identity=identity, images_total=embedding_status_counts()["ready"], force=force)
         except SwitchRefused as error:
             raise CommandError(str(error)) from None
         self.stdout.write(

@@ -1,10 +1,10 @@
-"""The worker's part of an image's lifecycle: claim, embed, store, flag near-duplicates.
+"""The worker's part of an image's lifecycle: claim, embed, store, tell who listens (near-duplicates).
 
 ``images_embed`` is what the embedding task and ``manage.py embed_images`` call. It cleans
 up exactly what it claimed: on a give-up signal (the task's soft time limit) its unfinished
 images fail with the reason; on any other interruption they go back to pending. Images it
 did not claim, another worker's among them, are never touched. It holds its claim on each
-image (``lifecycle.claims_end``) until that image is stored, failed or released, on every path.
+image's row (``lifecycle.claims_end``) until that image is stored, failed or released, on every path.
 
 ``embedding_progress`` tells listeners (metrics, the scale-out tests' counter of forward
 passes) what this process claimed, passed through the network and stored, as it happens.
@@ -24,13 +24,12 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.dispatch import Signal
 
 from observability.registry import embedding_recorded
-from similarity.compute import batch_size as device_batch_size
-from similarity.compute import embeddings_compute
-from similarity.services import embeddings_store
-from similarity.weights import WeightsUnavailable, model_identity
-
 from . import lifecycle
-from .services import near_duplicates_mark
+from .compute import batch_size as device_batch_size
+from .compute import embeddings_compute
+from .services import embeddings_store
+from .signals import images_embedded
+from .weights import WeightsUnavailable, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -73,31 +72,34 @@ def images_embed(
     batch_size = device_batch_size()
     fill_to = max(batch_size * max(1, settings.EMBEDDING_CLAIM_BATCHES), len(image_ids)) if fill_batch else 0
     started = time.perf_counter()
-    claim = lifecycle.images_claim(image_ids=image_ids, fill_to=fill_to)
+    identity = model_identity()  # missing weights: nothing claimed, the images wait unharmed
+    claim = lifecycle.images_claim(image_ids=image_ids, fill_to=fill_to, identity=identity)
     timings["claim"] = time.perf_counter() - started
     result.skipped, result.failed = claim.skipped, dict(claim.gave_up)
-    outstanding = {image.pk for image in claim.images}
+    outstanding = {job.image_id for job in claim.jobs}
     if not outstanding:
         return result
     embedding_progress.send(sender=images_embed, stage="claimed", image_ids=sorted(outstanding))
     try:
-        identity = model_identity()
-        sources = [(image.pk, functools.partial(image.file.storage.open, image.file.name, "rb")) for image in claim.images]
+        sources = [
+            (job.image_id, functools.partial(job.image.file.storage.open, job.image.file.name, "rb"))
+            for job in claim.jobs
+        ]
         for batch in embeddings_compute(sources=sources, batch_size=batch_size):
             embedding_progress.send(sender=images_embed, stage="forwarded", image_ids=list(batch.vectors))
             stored_at = time.perf_counter()
             if batch.failures:
-                lifecycle.images_mark_failed(failures=batch.failures)
+                lifecycle.images_mark_failed(failures=batch.failures, identity=identity)
                 result.failed.update(batch.failures)
             if batch.vectors:
                 with transaction.atomic():
                     embeddings_store(vectors_by_image=batch.vectors, identity=identity)
-                    lifecycle.images_mark_ready(image_ids=batch.vectors)
+                    lifecycle.images_mark_ready(image_ids=batch.vectors, identity=identity)
                 result.ready.extend(batch.vectors)
                 embedding_progress.send(sender=images_embed, stage="stored", image_ids=list(batch.vectors))
             done = set(batch.vectors) | set(batch.failures)
             outstanding -= done
-            lifecycle.claims_end(image_ids=done)
+            lifecycle.claims_end(job_ids=[claim.job_ids[image_id] for image_id in done])
             timings["decode"] += batch.decode_wait
             timings["decode_cpu"] += batch.decode_cpu
             timings["forward"] += batch.forward
@@ -107,22 +109,22 @@ def images_embed(
                 # per image costs a GPU worker about as much as decoding it, and checked once
                 # per claim it would leave the decoder idle between claims.
                 marked_at = time.perf_counter()
-                near_duplicates_mark(image_ids=list(batch.vectors))
+                images_embedded.send(sender=images_embed, image_ids=list(batch.vectors), identity=identity)
                 timings["duplicates"] += time.perf_counter() - marked_at
     except give_up_on:
         failures = dict.fromkeys(outstanding, give_up_reason)
-        lifecycle.images_mark_failed(failures=failures)
+        lifecycle.images_mark_failed(failures=failures, identity=identity)
         result.failed.update(failures)
         logger.error("Gave up on %d image(s): %s", len(failures), give_up_reason, extra={"image_ids": sorted(failures)})
         embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
         return result
     except BaseException as error:
-        _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT))
+        _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT), identity=identity)
         raise
     finally:
         # After the statuses above are written: an image let go while still "processing"
         # could be taken by another worker and then released under it by this one.
-        lifecycle.claims_end(image_ids=outstanding)
+        lifecycle.claims_end(job_ids=[claim.job_ids[image_id] for image_id in outstanding])
     logger.info(
         "Embedded %d image(s), %d failed",
         len(result.ready),
@@ -133,11 +135,11 @@ def images_embed(
     return result
 
 
-def _release(image_ids: set[int], *, count_attempt: bool) -> None:
+def _release(image_ids: set[int], *, count_attempt: bool, identity: str) -> None:
     if not image_ids:
         return
     try:
-        lifecycle.images_release(image_ids=image_ids, count_attempt=count_attempt)
+        lifecycle.images_release(image_ids=image_ids, count_attempt=count_attempt, identity=identity)
     except (OperationalError, InterfaceError):
         # The database is away: the sweeper frees them once it is back.
         logger.warning(

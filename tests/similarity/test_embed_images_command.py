@@ -1,4 +1,4 @@
-"""`manage.py embed_images`: compute what is missing or stale, with progress and a summary."""
+"""`manage.py embed_images` (similarity's command): compute what is missing or stale, with progress and a summary."""
 
 import io
 
