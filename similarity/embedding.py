@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -133,6 +134,35 @@ def images_embed(
     )
     embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
     return result
+
+
+def images_embed_in_batches(
+    *, image_ids: list[int], batch_size: int, progress: Callable[[int], None] | None = None
+) -> EmbedResult:
+    """Embed these images in this process, batch after batch (``embed_images`` without --queue).
+
+    They are marked pending first, so pages say they are being worked on; ``progress`` is told
+    how many images each batch covered. Fails with WeightsUnavailable before any row is
+    touched when the weights are missing.
+    """
+    from .encoders.registry import get_encoder
+
+    get_encoder()
+    identity = model_identity()
+    lifecycle.images_mark_pending(image_ids=image_ids)
+    total = EmbedResult()
+    for start in range(0, len(image_ids), batch_size):
+        chunk = image_ids[start : start + batch_size]
+        result = images_embed(image_ids=chunk, fill_batch=False)
+        total.ready += result.ready
+        total.failed.update(result.failed)
+        total.skipped += result.skipped
+        for step, seconds in result.timings.items():
+            total.timings[step] += seconds
+        if progress is not None:
+            progress(len(chunk))
+    logger.info("Embedded %d image(s) with %s in this process", len(total.ready), identity)
+    return total
 
 
 def _release(image_ids: set[int], *, count_attempt: bool, identity: str) -> None:

@@ -41,6 +41,23 @@ def test_a_claim_of_several_batches_is_embedded_batch_by_batch(image_factory, se
     np.testing.assert_allclose(np.asarray(images[3].embeddings.get().vector, dtype=np.float32), alone, atol=5e-4)
 
 
+def test_embedding_in_this_process_goes_batch_by_batch_and_says_how_far_it_is(image_factory):
+    images = [image_factory(seed) for seed in range(5)]
+    broken = images[2]
+    broken.file.storage.delete(broken.file.name)
+    told = []
+
+    result = embedding.images_embed_in_batches(
+        image_ids=[image.pk for image in images], batch_size=2, progress=told.append
+    )
+
+    assert told == [2, 2, 1]
+    assert sorted(result.ready) == sorted(image.pk for image in images if image != broken)
+    assert result.failed == {broken.pk: "The stored file is missing."}
+    assert Image.objects.ready().count() == 4 and Image.objects.failed().get() == broken
+    assert advisory_locks_held() == 0
+
+
 def test_a_poison_image_stops_after_the_attempt_limit(image_factory, settings):
     settings.EMBEDDING_MAX_ATTEMPTS = 3
     image = image_factory(1, embedding_attempts=3)

@@ -5,8 +5,8 @@ from collections import Counter
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from similarity import lifecycle, pipeline
-from similarity.embedding import images_embed
+from similarity import pipeline
+from similarity.embedding import images_embed_in_batches
 from similarity.selectors import image_ids_to_embed
 from similarity.weights import WeightsUnavailable, model_identity
 
@@ -48,22 +48,14 @@ class Command(BaseCommand):
             )
             return
 
-        from similarity.encoders.registry import get_encoder
-
         try:
-            get_encoder()  # fail before touching any row when the weights are missing
+            with tqdm(total=len(image_ids), desc=f"Embedding ({identity})", unit="image") as progress:
+                result = images_embed_in_batches(image_ids=image_ids, batch_size=batch_size, progress=progress.update)
         except WeightsUnavailable as error:
             raise CommandError(str(error)) from None
-        lifecycle.images_mark_pending(image_ids=image_ids)
-        done, failed, skipped = 0, {}, 0
-        with tqdm(total=len(image_ids), desc=f"Embedding ({identity})", unit="image") as progress:
-            for start in range(0, len(image_ids), batch_size):
-                chunk = image_ids[start : start + batch_size]
-                result = images_embed(image_ids=chunk, fill_batch=False)
-                done += len(result.ready)
-                failed.update(result.failed)
-                skipped += len(result.skipped)
-                progress.update(len(chunk))
-        self.stdout.write(f"Done: {done} embedded, {len(failed)} failed, {skipped} skipped (busy elsewhere).")
-        for reason, count in Counter(failed.values()).most_common():
+        self.stdout.write(
+            f"Done: {len(result.ready)} embedded, {len(result.failed)} failed, "
+            f"{len(result.skipped)} skipped (busy elsewhere)."
+        )
+        for reason, count in Counter(result.failed.values()).most_common():
             self.stdout.write(f"  failed ({count}): {reason}")
