@@ -18,21 +18,15 @@ from .storage import stored_file_delete
 logger = logging.getLogger(__name__)
 
 
-def _pixels_only(picture: PILImage.Image) -> PILImage.Image:
-    """A new image holding the picture's pixels and nothing else.
-
-    The decoder already converts to sRGB and drops the file's metadata (``imaging.decode``);
-    the copy keeps public bytes free of anything that a later change there might let through,
-    since Pillow writes parts of ``info`` (a JPEG comment, XMP) back on save.
-    """
-    return PILImage.frombytes("RGB", picture.size, picture.convert("RGB").tobytes())
-
-
 def _render(picture: PILImage.Image, *, spec: int) -> tuple[bytes, int, int]:
-    """Scale down (never up) to ``spec`` pixels wide and re-encode: pixels only (``_pixels_only``)."""
+    """Scale down (never up) to ``spec`` pixels wide and re-encode, pixels only."""
     width = min(spec, picture.width)
     height = max(1, round(picture.height * width / picture.width))
-    scaled = picture if width == picture.width else picture.resize((width, height), PILImage.Resampling.LANCZOS)
+    scaled = picture.copy() if width == picture.width else picture.resize((width, height), PILImage.Resampling.LANCZOS)
+    # The decoder's picture is already sRGB pixels without metadata (imaging.decode); emptying
+    # ``info`` again keeps a later change there from reaching public bytes, since Pillow
+    # writes parts of it (a comment, XMP) back on save.
+    scaled.info = {}
     buffer = io.BytesIO()
     scaled.save(buffer, "JPEG", quality=82, optimize=True, progressive=True)
     return buffer.getvalue(), width, height
@@ -53,7 +47,6 @@ def renditions_create(*, image: Image) -> list[Rendition]:
             picture = load_rgb(handle, draft_min_side=max(RENDITION_WIDTHS))
     except FileNotFoundError:
         raise UndecodableImage("The stored file is missing.") from None
-    picture = _pixels_only(picture)
     created = []
     for spec in missing:
         content, width, height = _render(picture, spec=spec)

@@ -54,8 +54,11 @@ class Gunicorn:
         except OSError:
             return False
 
+    def connection(self) -> http.client.HTTPConnection:
+        return UnixHTTPConnection(self.socket_path)
+
     def get(self, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-        connection = UnixHTTPConnection(self.socket_path)
+        connection = self.connection()
         try:
             connection.request("GET", path, headers=headers or {})
             response = connection.getresponse()

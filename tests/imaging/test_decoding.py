@@ -168,12 +168,14 @@ def test_cmyk_jpeg_becomes_the_rgb_colours_it_prints_as():
     assert_colour(loaded, (28, 8), (0, 255, 255), tolerance=6)
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP", "TIFF", "GIF"])
-def test_the_decoded_picture_carries_pixels_only(image_format):
+def test_the_decoded_picture_carries_pixels_only(image_format, orientation):
     # Whatever the file carried (EXIF, a comment, a profile), nothing of it travels with the
-    # picture into renditions, search queries or the network.
+    # picture into renditions, search queries or the network, turned upright or not.
     exif = Image.Exif()
     exif[0x010F] = "camera-maker-secret"
+    exif[0x0112] = orientation
     options = {"comment": b"a private note"} if image_format in ("JPEG", "GIF") else {}
     if image_format != "GIF":
         options["exif"] = exif.tobytes()
