@@ -14,12 +14,12 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.text import slugify
 
 from similarity.cache import neighbours_cache_invalidate
 from similarity.pipeline import embeddings_request
-from similarity.selectors import images_similar_to
+from similarity.selectors import nearest_neighbours_of
 from similarity.weights import model_identity
 
 from .archives import is_zip_archive, zip_members
@@ -239,28 +239,58 @@ def image_import_file(
         return _unexpected_failure(name)
 
 
-def near_duplicates_mark(*, image_ids: Iterable[int]) -> int:
+def near_duplicates_mark(*, image_ids: Iterable[int], identity: str | None = None) -> int:
     """Flag images whose nearest neighbour is at least NEAR_DUPLICATE_THRESHOLD similar.
 
     The flag points to that neighbour, and the neighbour, if it has no flag of its own, gets
     one pointing back: a pair is listed together whichever of the two was embedded first.
     An image no longer that close to anything loses its flag. Returns how many are flagged.
+
+    Set-based, so a batch costs the same few statements whatever its size: one
+    nearest-neighbour query, then one UPDATE for the batch's own flags and one for the
+    pointers back (the worker runs this per batch, between forward passes).
     """
-    identity = model_identity()
+    image_ids = sorted(set(image_ids))
+    if not image_ids:
+        return 0
+    identity = identity or model_identity()
     threshold = settings.NEAR_DUPLICATE_THRESHOLD
-    flagged = 0
-    for image in Image.objects.filter(pk__in=list(image_ids)).order_by("pk"):
-        nearest = images_similar_to(image=image, k=1, identity=identity)
-        if nearest and nearest[0].similarity >= threshold:
-            neighbour, similarity = nearest[0].image, nearest[0].similarity
-            Image.objects.filter(pk=image.pk).update(near_duplicate_of=neighbour, near_duplicate_similarity=similarity)
-            Image.objects.filter(pk=neighbour.pk, near_duplicate_of__isnull=True).update(
-                near_duplicate_of=image, near_duplicate_similarity=similarity
+    nearest = nearest_neighbours_of(image_ids=image_ids, identity=identity)
+    close = {image_id: found for image_id, found in nearest.items() if found[1] >= threshold}
+    neighbours = [close[image_id][0] if image_id in close else None for image_id in image_ids]
+    similarities = [close[image_id][1] if image_id in close else None for image_id in image_ids]
+    table = connection.ops.quote_name(Image._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Each image of the batch: its flag, or none; rows already right are not rewritten.
+        cursor.execute(
+            f"""
+            UPDATE {table} image
+            SET near_duplicate_of_id = batch.neighbour_id, near_duplicate_similarity = batch.similarity
+            FROM unnest(%s::bigint[], %s::bigint[], %s::double precision[]) AS batch(id, neighbour_id, similarity)
+            WHERE image.id = batch.id
+              AND (image.near_duplicate_of_id, image.near_duplicate_similarity)
+                  IS DISTINCT FROM (batch.neighbour_id, batch.similarity)
+            """,
+            [image_ids, neighbours, similarities],
+        )
+        if close:
+            # The neighbours without a flag point back; when several images of the batch
+            # share one, the lowest id wins, as it did when they were flagged one by one.
+            cursor.execute(
+                f"""
+                UPDATE {table} image
+                SET near_duplicate_of_id = back.image_id, near_duplicate_similarity = back.similarity
+                FROM (
+                    SELECT DISTINCT ON (neighbour_id) neighbour_id, image_id, similarity
+                    FROM unnest(%s::bigint[], %s::bigint[], %s::double precision[])
+                        AS pair(image_id, neighbour_id, similarity)
+                    ORDER BY neighbour_id, image_id
+                ) back
+                WHERE image.id = back.neighbour_id AND image.near_duplicate_of_id IS NULL
+                """,
+                [list(close), [found[0] for found in close.values()], [found[1] for found in close.values()]],
             )
-            flagged += 1
-        elif image.near_duplicate_of_id is not None:
-            Image.objects.filter(pk=image.pk).update(near_duplicate_of=None, near_duplicate_similarity=None)
-    return flagged
+    return len(close)
 
 
 def tags_from_text(text: str) -> list[str]:

@@ -23,5 +23,5 @@ def rendition_file_delete(sender, instance, **kwargs):
 
 
 # similarity.signals.images_embedded: a batch's vectors are stored (on the worker).
-def near_duplicates_on_embedded(sender, image_ids, **kwargs):
-    near_duplicates_mark(image_ids=image_ids)
+def near_duplicates_on_embedded(sender, image_ids, identity=None, **kwargs):
+    near_duplicates_mark(image_ids=image_ids, identity=identity)  # the vectors' own model

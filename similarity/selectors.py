@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from pgvector.django import CosineDistance
@@ -70,6 +71,35 @@ def neighbours_queryset(*, image_id: int, k: int, identity=None, tag=None, with_
         vector=Subquery(own_vector), identity=identity, k=k, tag=tag, exclude_image_id=image_id,
         with_vectors=with_vectors,
     )
+
+
+def nearest_neighbours_of(*, image_ids, identity: str) -> dict[int, tuple[int, float]]:
+    """Each image's nearest other image by model ``identity``: ``{image_id: (neighbour_id, similarity)}``.
+
+    One statement for the whole batch, whatever its size: the worker calls this per batch, and
+    a query built and compiled per image cost about 1.35 ms each, with Redis round trips and the SQL a cap near 500-900 images/s on a
+    GPU worker. The inner query's ``ORDER BY vector <=> outer vector LIMIT 1`` is the HNSW
+    index's own expression, so each image's lookup is an index scan (``hnsw.ef_search`` and
+    the iterative scan as every connection sets them). Images without a vector from
+    ``identity``, and an image with nothing to compare with, are left out.
+    """
+    table = connection.ops.quote_name(Embedding._meta.db_table)
+    sql = f"""
+        SELECT own.image_id, nearest.image_id, nearest.distance
+        FROM {table} own
+        CROSS JOIN LATERAL (
+            SELECT other.image_id, other.vector <=> own.vector AS distance
+            FROM {table} other
+            WHERE other.model_identity = %s AND other.image_id <> own.image_id
+            ORDER BY other.vector <=> own.vector
+            LIMIT 1
+        ) nearest
+        WHERE own.model_identity = %s AND own.image_id = ANY(%s::bigint[])
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [identity, identity, list(image_ids)])
+        rows = cursor.fetchall()
+    return {image_id: (neighbour_id, similarity_from_distance(distance)) for image_id, neighbour_id, distance in rows}
 
 
 def maximal_marginal_relevance(relevance: np.ndarray, vectors: np.ndarray, k: int, weight: float) -> list[int]:

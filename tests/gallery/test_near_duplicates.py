@@ -78,3 +78,36 @@ def test_admin_lists_possible_duplicates_with_a_link_and_a_filter(staff_client, 
 
     page = staff_client.get(reverse("admin:gallery_image_change", args=[copy.pk])).content.decode()
     assert f'possible duplicate of <a href="{link}">{original.pk}</a>' in page
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 32])
+def test_a_batch_costs_the_same_statements_whatever_its_size(image_factory, batch_size, django_assert_num_queries):
+    """The worker checks each batch as it is stored: three statements (the nearest-neighbour
+    query, the batch's flags, the pointers back), not a query per image."""
+    images = [image_factory(seed, vector=unit_vector(1, seed / 1000)) for seed in range(batch_size + 1)]
+    batch = [image.pk for image in images[1:]]
+    with django_assert_num_queries(3 + 2):  # and a savepoint, as the test runs in a transaction
+        flagged = near_duplicates_mark(image_ids=batch)
+    assert flagged == batch_size
+    assert Image.objects.filter(pk__in=batch, near_duplicate_of__isnull=False).count() == batch_size
+
+
+def test_a_batch_gets_the_flags_image_by_image_checks_gave(image_factory):
+    """Two pairs and a stranger in one batch: each image points at its own nearest neighbour,
+    and an image outside the batch points back to the lowest id that found it."""
+    first = image_factory(1, vector=unit_vector(1, 0))
+    first_copies = [image_factory(2, vector=unit_vector(1, 0.05)), image_factory(3, vector=unit_vector(1, -0.12))]
+    second = image_factory(4, vector=unit_vector(0, 1))
+    second_copy = image_factory(5, vector=unit_vector(0.08, 1))
+    stranger = image_factory(6, vector=unit_vector(0, 0, 1))
+    stale = image_factory(7, vector=unit_vector(0, 0, 0, 1))
+    Image.objects.filter(pk=stale.pk).update(near_duplicate_of=first, near_duplicate_similarity=0.99)
+
+    batch = [copy.pk for copy in first_copies] + [second_copy.pk, stranger.pk, stale.pk]
+    assert near_duplicates_mark(image_ids=batch) == 3
+
+    flags = dict(Image.objects.values_list("pk", "near_duplicate_of"))
+    assert flags[first_copies[0].pk] == first.pk and flags[first_copies[1].pk] == first.pk
+    assert flags[first.pk] == first_copies[0].pk  # the lowest id of the batch that found it
+    assert flags[second_copy.pk] == second.pk and flags[second.pk] == second_copy.pk
+    assert flags[stranger.pk] is None and flags[stale.pk] is None
