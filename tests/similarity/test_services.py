@@ -30,3 +30,18 @@ def test_a_new_models_vector_joins_the_older_one_and_the_first_pins_the_served_m
     assert sorted(image.embeddings.values_list("model_identity", flat=True)) == ["resnet18/new", "resnet18/old"]
     assert list(other.embeddings.values_list("model_identity", flat=True)) == ["resnet18/old"]
     assert serving_identity() == "resnet18/old"  # a new model's vectors do not switch the site
+
+
+def test_stored_vectors_are_the_computed_ones_rounded_to_half_precision(image_factory):
+    """The text the store sends is shorter than pgvector's adapter's, but every value lands on
+    the same half-precision number: ordinary features, tiny and subnormal ones, large ones."""
+    rng = np.random.default_rng(7)
+    vectors = {
+        image_factory(seed).pk: np.abs(rng.standard_normal(512)).astype(np.float32) * scale
+        for seed, scale in enumerate([1 / 22, 1e-6, 3e-8, 1000.0])
+    }
+    embeddings_store(vectors_by_image=vectors, identity="resnet18/test")
+
+    for image_id, vector in vectors.items():
+        stored = np.asarray(Embedding.objects.get(image_id=image_id).vector, dtype=np.float32).astype(np.float16)
+        np.testing.assert_array_equal(stored, vector.astype(np.float16))
