@@ -1,10 +1,13 @@
 """What a JPEG's header says, read without decoding it: may the GPU decode it, and which way is up.
 
-The GPU worker decodes JPEGs with nvJPEG (``torchvision.io.decode_jpeg(..., device="cuda")``),
-which takes 8-bit Huffman-coded JPEGs, baseline or progressive, in grey or YCbCr. Anything
-else (CMYK and YCCK, Adobe RGB-coded, 12-bit, lossless or arithmetic-coded JPEGs, and every
-other format) goes through Pillow as on a CPU worker, and so does a file whose header this
-module cannot make sense of: when in doubt, Pillow decides.
+The GPU worker decodes baseline JPEGs (8-bit, Huffman-coded, grey or YCbCr) with nvJPEG
+(``torchvision.io.decode_jpeg(..., device="cuda")``), whose batched call hands them to the
+GPU's hardware decoder. Anything else goes through Pillow on the decode threads, as on a CPU
+worker: progressive and extended-sequential JPEGs (nvJPEG takes them, but torchvision then
+decodes them one at a time on one CPU core under a process-wide lock, about ten times slower
+than Pillow on all the cores), CMYK and YCCK, Adobe RGB-coded, 12-bit, lossless or
+arithmetic-coded JPEGs, every other format, and a file whose header this module cannot make
+sense of: when in doubt, Pillow decides.
 
 The EXIF orientation is the one Pillow's ``ImageOps.exif_transpose`` applies (the first
 Exif segment, parsed by Pillow's own ``Image.Exif``; else an XMP ``tiff:Orientation``), so
@@ -19,9 +22,10 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image
 
-# Start-of-frame markers nvJPEG decodes: baseline, extended sequential and progressive,
-# all Huffman-coded. SOF3 (lossless), SOF5-7 (hierarchical) and SOF9-15 (arithmetic) are not.
-DEVICE_FRAMES = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
+# The start-of-frame marker the GPU's hardware decoder takes: baseline. SOF1 (extended) and
+# SOF2 (progressive) go to Pillow, which is faster for them (see above); SOF3 (lossless),
+# SOF5-7 (hierarchical) and SOF9-15 (arithmetic) nvJPEG cannot decode at all.
+DEVICE_FRAMES = {0xC0: "baseline"}
 # C4 (DHT), C8 (reserved) and CC (DAC) share the range but are not frames.
 ALL_FRAMES = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}
@@ -37,7 +41,7 @@ class JpegHeader:
     width: int  # as stored, before the orientation is applied
     height: int
     orientation: int  # EXIF orientation, 1 (upright) to 8
-    frame: str  # "baseline", "extended" or "progressive"
+    frame: str  # "baseline": the only frame the GPU path takes
     components: int  # 1 (grey) or 3 (YCbCr)
 
 

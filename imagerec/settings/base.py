@@ -60,6 +60,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # Tests only: names this test session's database, media folder and queue (default: its pid).
 TEST_SESSION_ID = env("IMAGEREC_TEST_SESSION", default="")
+# Tests only: the device the test session and the workers it starts embed on, whatever
+# EMBEDDING_DEVICE says; a test that wants a GPU worker sets it in that worker's environment.
+TEST_EMBEDDING_DEVICE = env("IMAGEREC_TEST_EMBEDDING_DEVICE", default="cpu")
 # Where the embedded PostgreSQL and Redis keep their data (local runs and tests).
 IMAGEREC_DATA_DIR = Path(env("IMAGEREC_DATA_DIR", default=str(BASE_DIR / ".devdata")))
 
@@ -89,8 +92,8 @@ EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)
 EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", default="auto")
 # Images per forward pass on a GPU (EMBEDDING_BATCH_SIZE is the CPU's): large batches keep it busy.
 EMBEDDING_CUDA_BATCH_SIZE = env.int("EMBEDDING_CUDA_BATCH_SIZE", default=256)
-# On a GPU, decode baseline and progressive JPEGs there (nvJPEG); other files always go
-# through Pillow on the CPU. Off: every file through Pillow, on all the worker's CPUs.
+# On a GPU, decode baseline JPEGs there (nvJPEG); other files (progressive JPEGs included:
+# similarity/jpeg.py says why) always go through Pillow on the CPU. Off: every file through Pillow, on all the worker's CPUs.
 EMBEDDING_CUDA_DECODE = env.bool("EMBEDDING_CUDA_DECODE", default=True)
 
 # Per-task time limits (seconds): a stuck batch is stopped; the soft limit lets the task

@@ -11,7 +11,7 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASE_URL, DATABASES, IMAGEREC_DATA_DIR, TEST_SESSION_ID
+from .base import CELERY_BROKER_URL, DATABASE_URL, DATABASES, IMAGEREC_DATA_DIR, TEST_EMBEDDING_DEVICE, TEST_SESSION_ID
 
 if not DATABASE_URL or not CELERY_BROKER_URL:
     raise ImproperlyConfigured(
@@ -27,6 +27,9 @@ TEST_DATA_DIR = IMAGEREC_DATA_DIR / "test"
 # Deterministic random weights: tests never depend on a download.
 EMBEDDING_WEIGHTS = "random"
 EMBEDDING_RANDOM_SEED = 0
+# The CPU, on a machine with a GPU too: the tests' reference vectors are the CPU worker's, and
+# the GPU tests load a CUDA encoder of their own beside it (tests/similarity/encoders/test_gpu.py).
+EMBEDDING_DEVICE = TEST_EMBEDDING_DEVICE
 
 # Worker processes started by a test inherit the session id, so they share these.
 TEST_SESSION = TEST_SESSION_ID or str(os.getpid())

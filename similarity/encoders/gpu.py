@@ -5,7 +5,9 @@ a CUDA device), turns each upright by its EXIF orientation and resizes and crops
 ``similarity.preprocessing.network_pixels`` does, leaving the network's uint8 pixels on the
 device. On a CPU device the same code runs with torchvision's CPU decoder, which is how the
 tests check it without a GPU. The vectors are the CPU path's within ``DEVICE_COSINE_TOLERANCE``
-and carry the same model identity.
+and carry the same model identity. A decoder that keeps failing is reported and left alone
+for a while (Pillow decodes meanwhile), and ``device_fault`` tells the worker which failures
+were the GPU's rather than the images'.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 # Before torch loads, whichever of this module and resnet18 is imported first (the reason
@@ -30,6 +35,8 @@ from imaging import synthetic_photo  # noqa: E402
 
 from ..preprocessing import INPUT_SIDE, crop_geometry  # noqa: E402
 from .base import WeightsUnavailable  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 # --- Devices ----------------------------------------------------------------------------
 
@@ -67,6 +74,26 @@ def embedding_device(configured: str | None = None) -> torch.device:
     raise DeviceUnavailable(f"EMBEDDING_DEVICE={configured!r} is not a device: use auto, cpu, cuda or cuda:N.")
 
 
+# Device failures that torch reports as a plain RuntimeError (older code paths, cuDNN and
+# cuBLAS) rather than as torch.AcceleratorError.
+_DEVICE_ERROR = re.compile(r"CUDA error|CUDA driver|CUDNN_STATUS_|CUBLAS_STATUS_|cuDNN error|device-side assert")
+
+
+def device_fault(error: BaseException) -> str | None:
+    """What a failure says about the device: "out of memory", "broken" (the CUDA context is
+    unusable for the rest of the process), or None when it is not the device's.
+
+    Either way it is no fault of the images being embedded.
+    """
+    if isinstance(error, torch.OutOfMemoryError):
+        return "out of memory"
+    if isinstance(error, torch.AcceleratorError) or (
+        isinstance(error, RuntimeError) and _DEVICE_ERROR.search(str(error))
+    ):
+        return "broken"
+    return None
+
+
 # --- Decoding JPEGs on the device ------------------------------------------------------
 
 # Largest cosine distance between a picture's vector from the GPU path (nvJPEG at full scale,
@@ -79,6 +106,13 @@ DEVICE_COSINE_TOLERANCE = 1e-3
 DECODE_CHUNK = 64
 # Same-sized pictures resized together; bounds the float copy (16 x 72 MB at 6 megapixels).
 RESIZE_CHUNK = 16
+# Chunks in a row whose batched decode call failed before the worker stops sending JPEGs to
+# the GPU decoder, and for how long it then decodes everything with Pillow. An unusable
+# nvJPEG (no hardware decoder, a container without NVIDIA's video capability) fails every
+# chunk, and each failure costs the batched call plus one call per file (65 for 64 files);
+# one bad file fails only its own chunk.
+DECODER_FAILURES_BEFORE_PILLOW = 3
+DECODER_COOL_DOWN_SECONDS = 300.0
 
 
 def oriented(picture: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -101,10 +135,10 @@ def oriented(picture: torch.Tensor, orientation: int) -> torch.Tensor:
 
 
 @functools.cache
-def warm_up_jpeg() -> bytearray:
-    """A small JPEG to set nvJPEG up with before the first real batch."""
+def warm_up_jpeg(size: tuple[int, int] = (64, 48)) -> bytearray:
+    """A baseline JPEG to set nvJPEG up with (and time it on) before the first real batch."""
     buffer = io.BytesIO()
-    synthetic_photo(0, (64, 48)).save(buffer, "JPEG", quality=90)
+    synthetic_photo(0, size).save(buffer, "JPEG", quality=90)
     return bytearray(buffer.getvalue())
 
 
@@ -113,10 +147,25 @@ class DeviceJpegs:
     """Decodes JPEGs on ``device`` into the network's 224x224 uint8 pixels, as ``network_pixels`` prepares them."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # torchvision's decoder; the tests give one that fails, to check what the worker does then.
+    decode: Callable = decode_jpeg
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self):
         # Each thread that prepares pictures on a GPU does so on a CUDA stream of its own.
         self._streams = threading.local()
+        self._health = threading.Lock()
+        self._failed_chunks = 0  # batched calls failed in a row
+        self._refused_before = False  # the first refusal is logged with its reason
+        self._pillow_until = None  # clock time until which every JPEG goes to Pillow
+
+    def in_use(self) -> bool:
+        """False while the decoder cools down after repeated failures: JPEGs go to Pillow then."""
+        with self._health:
+            if self._pillow_until is not None and self.clock() >= self._pillow_until:
+                self._pillow_until, self._failed_chunks = None, 0
+                logger.info("Cool-down over: JPEGs go to the %s decoder again", self.device)
+            return self._pillow_until is None
 
     @property
     def on_gpu(self) -> bool:
@@ -133,12 +182,16 @@ class DeviceJpegs:
         cropped with the same antialiased bilinear filter and geometry as ``network_pixels``,
         on the full-scale decode (Pillow's path decodes large JPEGs at reduced scale).
         Thread-safe; on a GPU each calling thread uses a CUDA stream of its own, and the
-        pixels are ready when this returns.
+        pixels are ready when this returns. While the decoder cools down after repeated
+        failures (``in_use``), every file is returned as refused, for Pillow.
         """
         prepared, refused = [], []
         with self._own_stream() as stream:
             for start in range(0, len(jpegs), DECODE_CHUNK):
                 chunk = range(start, min(start + DECODE_CHUNK, len(jpegs)))
+                if not self.in_use():
+                    refused.extend(chunk)
+                    continue
                 pictures = []
                 for index, picture in zip(chunk, self._decode([jpegs[index] for index in chunk])):
                     if picture is None:
@@ -169,16 +222,58 @@ class DeviceJpegs:
             torch.frombuffer(bytearray(jpeg) if isinstance(jpeg, bytes) else jpeg, dtype=torch.uint8) for jpeg in jpegs
         ]
         try:
-            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=self.device))
-        except RuntimeError:
-            # One refused file fails the whole call: find it by decoding one at a time.
-            decoded = []
-            for tensor in tensors:
-                try:
-                    decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError:
-                    decoded.append(None)
+            decoded = list(self.decode(tensors, mode=ImageReadMode.RGB, device=self.device))
+        except RuntimeError as error:
+            if device_fault(error) == "out of memory":
+                raise  # the pipeline's to handle: smaller batches, not Pillow
+            self._chunk_failed(error, len(tensors))
+        else:
+            with self._health:
+                self._failed_chunks = 0
             return decoded
+        # One refused file fails the whole call: find it by decoding one at a time.
+        decoded = []
+        for tensor in tensors:
+            try:
+                decoded.append(self.decode(tensor, mode=ImageReadMode.RGB, device=self.device))
+            except RuntimeError:
+                decoded.append(None)
+        return decoded
+
+    def _chunk_failed(self, error: RuntimeError, files: int) -> None:
+        with self._health:
+            self._failed_chunks += 1
+            first, self._refused_before = not self._refused_before, True
+            cooling = self._failed_chunks >= DECODER_FAILURES_BEFORE_PILLOW and self._pillow_until is None
+            if cooling:
+                self._pillow_until = self.clock() + DECODER_COOL_DOWN_SECONDS
+        if first:
+            logger.warning(
+                "The %s JPEG decoder refused a batch of %d file(s) (%s); trying them one by one, Pillow takes "
+                "those it refuses", self.device, files, error,
+            )
+        if cooling:
+            logger.error(
+                "The %s JPEG decoder failed %d batches in a row (last: %s): every file goes through Pillow for "
+                "the next %g s", self.device, self._failed_chunks, error, DECODER_COOL_DOWN_SECONDS,
+            )
+
+    def warm_up(self, files: int = DECODE_CHUNK) -> float:
+        """Set the decoder up, then time one batch of ``files`` photos; returns and logs the rate (files/s).
+
+        A rate far below the GPU's (thousands per second) says the hardware decoder is not
+        in use, which the worker's own rate would otherwise show only as a mystery.
+        """
+        self.prepare([warm_up_jpeg()], [1])  # nvJPEG sets itself up on first use
+        batch = [warm_up_jpeg((1024, 768))] * files
+        started = time.perf_counter()
+        _, refused = self.prepare(batch, [1] * files)
+        rate = (files - len(refused)) / (time.perf_counter() - started)
+        logger.info(
+            "The %s JPEG decoder prepares %.0f photos/s (one batch of %d at 1024x768)%s",
+            self.device, rate, files, f"; it refused {len(refused)}" if refused else "",
+        )
+        return rate
 
     def _resize_and_crop(self, pictures: Sequence[torch.Tensor]) -> torch.Tensor:
         """Upright (3, H, W) uint8 pictures to the network's 224x224 uint8 pixels, as ``network_pixels`` does.

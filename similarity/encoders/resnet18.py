@@ -39,7 +39,7 @@ from ..preprocessing import INPUT_SIDE, network_pixels  # noqa: E402
 from ..weights import imagenet_weights_path, imagenet_weights_url, model_identity  # noqa: E402
 from . import base  # noqa: E402
 from .base import WeightsUnavailable  # noqa: E402
-from .gpu import DeviceJpegs, embedding_device, warm_up_jpeg  # noqa: E402
+from .gpu import DeviceJpegs, embedding_device  # noqa: E402
 from .registry import RESNET18  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class ResNet18Encoder:
         for size in sorted(set(batch_sizes)):
             self.embed_pixels([blank] * size)
         if self.on_gpu and settings.EMBEDDING_CUDA_DECODE:
-            self.prepare_jpegs([warm_up_jpeg()], [1])  # nvJPEG sets itself up on first use
+            self.jpegs.warm_up()  # sets nvJPEG up, then times one batch and logs the rate
 
 
 def load(*, weights: str, seed: int, identity: str, device: str) -> ResNet18Encoder:

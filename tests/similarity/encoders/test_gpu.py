@@ -2,11 +2,14 @@
 
 CI has no GPU, so the decode-on-device path runs here on CPU tensors (torchvision's decoder
 on the CPU, the same orientation, resize and crop code): what differs on a GPU is nvJPEG
-and half precision, which the tests at the end check where CUDA is present.
+and half precision, which the tests at the end check where CUDA is present. Every test
+names its device: ``get_encoder()`` is the CPU's under the test settings, whatever the
+machine has, and the GPU tests load a CUDA encoder of their own beside it.
 """
 
 import dataclasses
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from gallery.models import Image as GalleryImage
 from imaging import load_rgb
 from similarity import compute
 from similarity.compute import embeddings_compute
+from similarity.encoders import gpu
 from similarity.encoders.gpu import DEVICE_COSINE_TOLERANCE, DeviceJpegs, DeviceUnavailable, embedding_device, oriented
 from similarity.encoders.registry import get_encoder
 from similarity.jpeg import device_decodable
@@ -24,6 +28,22 @@ from similarity.tasks import images_embed
 from tests.conftest import encode, photo_like
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; CI has none")
+
+# Tolerances, by precision. Single precision on one device: a picture's vector in another
+# batch, or through another route to the same pixels, can differ only by the order of float
+# sums (none measured on the CPU with batches of 1, 3 and 8), so 1e-5 per component.
+SINGLE_PRECISION_ATOL = 1e-5
+# Half precision (the GPU's forward pass) against single precision, and half precision at
+# two batch sizes (cuDNN picks other kernels, summing in another order): fp16 keeps about
+# three significant digits per activation; vectors agree to a cosine of 0.999999 with the
+# ImageNet weights on an H200 (similarity.encoders.resnet18), so 1e-4 leaves a hundredfold
+# margin for the tests' random weights. Never compared component by component.
+HALF_PRECISION_COSINE_TOLERANCE = 1e-4
+
+
+def cpu_encoder():
+    """The CPU worker's encoder, named as such: the reference the GPU is compared with."""
+    return get_encoder(device="cpu")
 
 
 def camera_photo(seed: int, size: tuple[int, int]) -> Image.Image:
@@ -232,14 +252,15 @@ def test_files_the_gpu_cannot_decode_go_through_pillow_and_each_failure_stays_it
     # Batches keep their keys, whichever way each file went.
     keys = [sorted(batch.vectors) + sorted(batch.failures) for batch in batches]
     assert keys == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
-    assert set(spied_encoder.sent_to_device) == {files[1], files[2], files[3], files[8]}
+    # Only baseline JPEGs go to the device: a progressive one is Pillow's (faster on the CPUs).
+    assert set(spied_encoder.sent_to_device) == {files[1], files[3], files[8]}
     failures = {key: reason for batch in batches for key, reason in batch.failures.items()}
     assert failures[10] == "The stored file is missing."
     assert failures[9].startswith("The image cannot be decoded")
     vectors = {key: vector for batch in batches for key, vector in batch.vectors.items()}
-    cpu = {key: get_encoder().embed([load_rgb(io.BytesIO(files[key]))])[0] for key in vectors}
-    for key in (4, 5, 6, 7, 8):  # through Pillow: exactly the CPU worker's vector
-        np.testing.assert_allclose(vectors[key], cpu[key], atol=1e-5)
+    cpu = {key: cpu_encoder().embed([load_rgb(io.BytesIO(files[key]))])[0] for key in vectors}
+    for key in (2, 4, 5, 6, 7, 8):  # through Pillow: exactly the CPU worker's vector
+        np.testing.assert_allclose(vectors[key], cpu[key], atol=SINGLE_PRECISION_ATOL)
     for key in (1, 2, 3):  # decoded as tensors: within the stated tolerance
         assert float(vectors[key] @ cpu[key]) >= 1 - DEVICE_COSINE_TOLERANCE
     assert float(vectors[1] @ vectors[3]) < 1 - 1e-3  # the turned photo really was turned
@@ -282,7 +303,80 @@ def test_a_gpu_worker_without_gpu_decoding_runs_pillow_two_batches_ahead_with_th
     assert ahead[1].failures == as_today[1].failures
     for mine, theirs in zip(ahead, as_today):
         for key, vector in theirs.vectors.items():
-            np.testing.assert_allclose(mine.vectors[key], vector, atol=1e-5)
+            np.testing.assert_allclose(mine.vectors[key], vector, atol=SINGLE_PRECISION_ATOL)
+
+
+# --- When the device decoder fails ------------------------------------------------------
+
+
+class RefusingDecoder:
+    """Stands in for nvJPEG where it is unusable (no hardware decoder): every call fails."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, tensors, **options):
+        self.calls += 1
+        raise RuntimeError("nvjpegCreate failed: NVJPEG_STATUS_ARCH_MISMATCH")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_failing_device_decoder_is_reported_then_left_to_pillow_for_a_while(caplog):
+    decoder, clock = RefusingDecoder(), Clock()
+    jpegs = DeviceJpegs(torch.device("cpu"), decode=decoder, clock=clock)
+    files = [encode(camera_photo(seed, (64, 48))) for seed in range(3)]
+
+    with caplog.at_level(logging.INFO, logger=gpu.__name__):
+        outcomes = [jpegs.prepare(files, [1] * len(files)) for _ in range(gpu.DECODER_FAILURES_BEFORE_PILLOW)]
+        calls_while_failing = decoder.calls
+        cooling = jpegs.prepare(files, [1] * len(files))
+
+    # Each file is refused (for Pillow), and the first refusal says why, once.
+    assert all(pixels is None and refused == [0, 1, 2] for pixels, refused in outcomes)
+    assert calls_while_failing == gpu.DECODER_FAILURES_BEFORE_PILLOW * (1 + len(files))
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "NVJPEG_STATUS_ARCH_MISMATCH" in warnings[0]
+    assert any("every file goes through Pillow" in record.getMessage() for record in caplog.records)
+    # Then the decoder is left alone: no more failing calls, everything to Pillow.
+    assert cooling == (None, [0, 1, 2]) and decoder.calls == calls_while_failing and not jpegs.in_use()
+
+    clock.now += gpu.DECODER_COOL_DOWN_SECONDS
+    jpegs.decode = torchvision_decoder()  # the decoder came back (a driver restart, say)
+    pixels, refused = jpegs.prepare(files, [1] * len(files))
+    assert refused == [] and pixels.shape == (3, 3, 224, 224)
+
+
+def torchvision_decoder():
+    from torchvision.io import decode_jpeg
+
+    return decode_jpeg
+
+
+def test_one_bad_file_per_chunk_does_not_send_the_worker_to_pillow():
+    jpegs = DeviceJpegs(torch.device("cpu"))
+    good = encode(camera_photo(1, (64, 48)))
+    broken = good[:2] + b"\xff\xc0" + bytes(20) + good[2:]  # a JPEG header torchvision's decoder refuses
+
+    for _ in range(gpu.DECODER_FAILURES_BEFORE_PILLOW - 1):
+        assert jpegs.prepare([good, broken], [1, 1])[1] == [1]
+    assert jpegs.prepare([good, good], [1, 1])[1] == []  # a chunk that decodes resets the count
+    assert jpegs.prepare([good, broken], [1, 1])[1] == [1]
+    assert jpegs.in_use()
+
+
+def test_warm_up_times_a_batch_and_logs_the_rate(caplog):
+    with caplog.at_level(logging.INFO, logger=gpu.__name__):
+        rate = DeviceJpegs(torch.device("cpu")).warm_up(files=4)
+
+    assert rate > 0
+    assert f"{rate:.0f} photos/s" in caplog.text
 
 
 # --- On a GPU ---------------------------------------------------------------------------
@@ -298,16 +392,33 @@ def gpu_encoder():
     return resnet18.load(weights="random", seed=0, identity=model_identity("random", 0), device="cuda")
 
 
+def test_the_reference_encoder_is_the_cpus_whatever_the_machine_has():
+    # What every comparison with "the CPU worker" below rests on.
+    assert get_encoder().device == cpu_encoder().device == torch.device("cpu")
+    assert not get_encoder().on_gpu
+
+
 @needs_cuda
 def test_half_precision_on_the_gpu_agrees_with_the_cpu(gpu_encoder):
     pictures = [camera_photo(seed, (640, 480)) for seed in range(8)]
-    pixels = [gpu_encoder.pixels(picture) for picture in pictures]
+    pixels = [cpu_encoder().pixels(picture) for picture in pictures]
 
     on_gpu = gpu_encoder.embed_pixels(pixels)
-    on_cpu = get_encoder().embed_pixels(pixels)
+    on_cpu = cpu_encoder().embed_pixels(pixels)
 
-    assert gpu_encoder.identity == get_encoder().identity
-    assert np.min(np.sum(on_gpu * on_cpu, axis=1)) >= 1 - 1e-5
+    assert gpu_encoder.on_gpu and not cpu_encoder().on_gpu
+    assert gpu_encoder.identity == cpu_encoder().identity
+    assert np.min(np.sum(on_gpu * on_cpu, axis=1)) >= 1 - HALF_PRECISION_COSINE_TOLERANCE
+
+
+@needs_cuda
+def test_a_pictures_vector_on_the_gpu_does_not_depend_on_its_batch(gpu_encoder):
+    pixels = [cpu_encoder().pixels(camera_photo(seed, (640, 480))) for seed in range(8)]
+
+    alone = gpu_encoder.embed_pixels(pixels[:1])[0]
+    in_a_batch = gpu_encoder.embed_pixels(pixels)[0]
+
+    assert float(alone @ in_a_batch) >= 1 - HALF_PRECISION_COSINE_TOLERANCE
 
 
 @needs_cuda
@@ -316,15 +427,27 @@ def test_nvjpeg_pixels_and_vectors_agree_with_the_cpu_path(gpu_encoder):
     orientations = [device_decodable(data).orientation for data in files]
 
     on_gpu, refused = gpu_encoder.prepare_jpegs(files, orientations)
-    on_cpu, _ = get_encoder().prepare_jpegs(files, orientations)
+    on_cpu, _ = cpu_encoder().prepare_jpegs(files, orientations)
 
     assert refused == []
+    assert on_gpu.device.type == "cuda" and on_cpu.device.type == "cpu"
     # nvJPEG's inverse DCT and chroma upsampling are not libjpeg-turbo's: a few levels, rarely.
     difference = (on_gpu.cpu().int() - on_cpu.int()).abs()
     assert difference.float().mean() < 1.0
     vectors = gpu_encoder.embed_prepared(on_gpu, [])
-    expected = get_encoder().embed([load_rgb(io.BytesIO(data)) for data in files])
+    expected = cpu_encoder().embed([load_rgb(io.BytesIO(data)) for data in files])
     assert np.min(np.sum(vectors * expected, axis=1)) >= 1 - DEVICE_COSINE_TOLERANCE
+
+
+@needs_cuda
+def test_the_gpu_decoder_warms_up_and_says_how_fast_it_is(gpu_encoder, caplog):
+    with caplog.at_level(logging.INFO, logger=gpu.__name__):
+        rate = gpu_encoder.jpegs.warm_up()
+
+    # The hardware decoder prepares thousands of 1024x768 photos a second; torchvision's
+    # fallback decodes them one at a time on one core, near a hundred a second.
+    assert rate > 300
+    assert "photos/s" in caplog.text
 
 
 @needs_cuda
@@ -333,7 +456,7 @@ def test_a_gpu_worker_stores_what_a_cpu_worker_would(start_worker, tmp_path):
     from gallery.services import image_create
     from tests.conftest import upload, wait_for
 
-    start_worker(extra_env={"EMBEDDING_DEVICE": "cuda"})
+    start_worker(extra_env={"IMAGEREC_TEST_EMBEDDING_DEVICE": "cuda"})
     photos = {seed: encode(camera_photo(seed, (1200, 900)), exif=exif_with(6 if seed % 2 else 1)) for seed in range(6)}
     photos[6] = encode(camera_photo(6, (1200, 900)), "PNG")  # through Pillow on the worker's CPU
     images = {
@@ -344,6 +467,6 @@ def test_a_gpu_worker_stores_what_a_cpu_worker_would(start_worker, tmp_path):
     wait_for(lambda: GalleryImage.objects.ready().count() == len(images), timeout=180, message="the embeddings")
     for seed, image in images.items():
         stored = np.asarray(image.embeddings.get().vector, dtype=np.float32)
-        expected = get_encoder().embed([load_rgb(io.BytesIO(photos[seed]))])[0]
+        expected = cpu_encoder().embed([load_rgb(io.BytesIO(photos[seed]))])[0]
         # halfvec storage keeps about three significant digits on top of the stated tolerance.
         assert float(stored @ expected) / float(np.linalg.norm(stored)) >= 1 - DEVICE_COSINE_TOLERANCE - 1e-3
