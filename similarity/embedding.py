@@ -14,6 +14,7 @@ Worker-side code: it reaches the encoder (and so torch) through ``similarity.com
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import time
@@ -27,19 +28,58 @@ from django.dispatch import Signal
 from observability.registry import embedding_recorded
 from . import lifecycle
 from .compute import batch_size as device_batch_size
-from .compute import embeddings_compute
+from .compute import device_fault, embeddings_compute
 from .services import embeddings_store
 from .signals import images_embedded
 from .weights import WeightsUnavailable, model_identity
 
 logger = logging.getLogger(__name__)
 
-# Interruptions that are not the images' fault do not count towards giving up on them.
+# Interruptions that are not the images' fault do not count towards giving up on them; nor
+# do the GPU's own failures (out of memory, a broken CUDA context: ``compute.device_fault``).
 NOT_THE_IMAGES_FAULT = (WeightsUnavailable, OperationalError, InterfaceError, ConnectionError)
+# The most images one claim takes, however fast the worker: its ids travel in one statement
+# and it holds an advisory lock per row.
+MAX_CLAIM_IMAGES = 16_384
 STEPS = ("claim", "decode", "forward", "store", "decode_cpu", "duplicates")
 
 # Sent with ``stage`` ("claimed", "forwarded" or "stored") and ``image_ids``.
 embedding_progress = Signal()
+
+
+class Throughput:
+    """This process's recent rate: images per second over its last batches, store included."""
+
+    def __init__(self, batches: int = 16):
+        self._recent = collections.deque(maxlen=batches)
+
+    def record(self, *, images: int, seconds: float) -> None:
+        if images and seconds > 0:
+            self._recent.append((images, seconds))
+
+    def rate(self) -> float | None:
+        """Images per second, or None before the first batch."""
+        seconds = sum(seconds for _, seconds in self._recent)
+        return sum(images for images, _ in self._recent) / seconds if seconds else None
+
+
+# The rate this process measured, which sizes its next claim.
+process_throughput = Throughput()
+
+
+def claim_size(*, batch_size: int, rate: float | None) -> int:
+    """Images one claim should take: EMBEDDING_CLAIM_SECONDS of work at ``rate``, in whole batches.
+
+    At least EMBEDDING_CLAIM_BATCHES batches (the size before the rate is known, or with
+    EMBEDDING_CLAIM_SECONDS=0), at most MAX_CLAIM_IMAGES, and never more than a quarter of
+    the task's soft time limit's work, so a claim ends well inside it.
+    """
+    floor = batch_size * max(1, settings.EMBEDDING_CLAIM_BATCHES)
+    seconds = min(settings.EMBEDDING_CLAIM_SECONDS, settings.EMBEDDING_SOFT_TIME_LIMIT / 4)
+    if not rate or seconds <= 0:
+        return floor
+    batches = int(rate * seconds) // batch_size
+    return max(floor, min(batches * batch_size, MAX_CLAIM_IMAGES))
 
 
 @dataclass
@@ -60,18 +100,21 @@ def images_embed(
     fill_batch: bool = True,
     give_up_on: type[BaseException] | tuple[type[BaseException], ...] = (),
     give_up_reason: str = "",
+    throughput: Throughput | None = None,
 ) -> EmbedResult:
     """Embed the given images (with ``fill_batch``, other waiting ones too) and store the vectors.
 
-    With ``fill_batch`` one call claims up to EMBEDDING_CLAIM_BATCHES batches (of
-    EMBEDDING_BATCH_SIZE, or EMBEDDING_CUDA_BATCH_SIZE on a GPU) when the queue is deep, so
-    later tasks find their images done. Each batch is stored, and its images become ready,
-    as soon as it is through the network.
+    With ``fill_batch`` one call claims, when the queue is deep, EMBEDDING_CLAIM_SECONDS of
+    work at the rate ``throughput`` (this process's) measured, and at least
+    EMBEDDING_CLAIM_BATCHES batches (of EMBEDDING_BATCH_SIZE, or EMBEDDING_CUDA_BATCH_SIZE
+    on a GPU), so later tasks find their images done (``claim_size``). Each batch is
+    stored, and its images become ready, as soon as it is through the network.
     """
     result = EmbedResult()
     timings = result.timings
+    throughput = throughput or process_throughput
     batch_size = device_batch_size()
-    fill_to = max(batch_size * max(1, settings.EMBEDDING_CLAIM_BATCHES), len(image_ids)) if fill_batch else 0
+    fill_to = max(claim_size(batch_size=batch_size, rate=throughput.rate()), len(image_ids)) if fill_batch else 0
     started = time.perf_counter()
     identity = model_identity()  # missing weights: nothing claimed, the images wait unharmed
     claim = lifecycle.images_claim(image_ids=image_ids, fill_to=fill_to, identity=identity)
@@ -86,6 +129,7 @@ def images_embed(
             (job.image_id, functools.partial(job.image.file.storage.open, job.image.file.name, "rb"))
             for job in claim.jobs
         ]
+        batch_started = time.perf_counter()
         for batch in embeddings_compute(sources=sources, batch_size=batch_size):
             embedding_progress.send(sender=images_embed, stage="forwarded", image_ids=list(batch.vectors))
             stored_at = time.perf_counter()
@@ -105,6 +149,11 @@ def images_embed(
             timings["decode_cpu"] += batch.decode_cpu
             timings["forward"] += batch.forward
             timings["store"] += time.perf_counter() - stored_at
+            # Batch to batch: the wait for decoding and the network, the store, and the last
+            # batch's near-duplicate check, which is what one more image costs this worker.
+            batch_ended = time.perf_counter()
+            throughput.record(images=len(done), seconds=batch_ended - batch_started)
+            batch_started = batch_ended
             if batch.vectors:
                 # Batch by batch, while the next batches decode: one nearest-neighbour query
                 # per image costs a GPU worker about as much as decoding it, and checked once
@@ -120,7 +169,8 @@ def images_embed(
         embedding_recorded(ready=len(result.ready), failed=len(result.failed), timings=timings)
         return result
     except BaseException as error:
-        _release(outstanding, count_attempt=not isinstance(error, NOT_THE_IMAGES_FAULT), identity=identity)
+        theirs = not isinstance(error, NOT_THE_IMAGES_FAULT) and device_fault(error) is None
+        _release(outstanding, count_attempt=theirs, identity=identity)
         raise
     finally:
         # After the statuses above are written: an image let go while still "processing"

@@ -2,6 +2,7 @@
 
 import base64
 import logging
+import os
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -46,6 +47,13 @@ def images_embed(self, image_ids: list[int]) -> dict:
         # A configuration problem, not the images': they wait, unharmed, for the fix.
         logger.error("Images %s stay pending: %s", image_ids, error)
         return {"pending": image_ids}
+    except RuntimeError as error:
+        if compute.device_fault(error) != "broken":
+            raise
+        # A failed CUDA context stays broken for the rest of the process: end this pool process
+        # (the claim is already released, no attempt counted) so that Celery starts a fresh one.
+        logger.critical("Pool process %d stops: its GPU failed (%s)", os.getpid(), error)
+        raise SystemExit(1) from error
     return result.as_dict()
 
 

@@ -80,9 +80,13 @@ EMBEDDING_ENCODER_MODULES = env.list("EMBEDDING_ENCODER_MODULES", default=[])
 EMBEDDING_WEIGHTS = env("EMBEDDING_WEIGHTS", default="imagenet")
 EMBEDDING_RANDOM_SEED = env.int("EMBEDDING_RANDOM_SEED", default=0)
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=16)
-# When many images wait, one task claims up to this many batches and pipelines them
+# When many images wait, one task claims at least this many batches and pipelines them
 # (decoding the next while the network runs); fewer spreads a backlog over more workers.
 EMBEDDING_CLAIM_BATCHES = env.int("EMBEDDING_CLAIM_BATCHES", default=4)
+# Once a worker has measured its rate, a claim is this many seconds of its work (at least
+# EMBEDDING_CLAIM_BATCHES batches): each claim restarts the pipeline (0.2-0.4 s), so a GPU
+# worker's 1,024 images, under a second of work, would spend a quarter of it restarting.
+EMBEDDING_CLAIM_SECONDS = env.float("EMBEDDING_CLAIM_SECONDS", default=5.0)
 # Threads torch (and the decode pool) may use in one worker process; 0 means "this
 # process's share of the CPUs it may run on" (affinity and container quota / pool size).
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=0)

@@ -30,6 +30,9 @@ EMBEDDING_RANDOM_SEED = 0
 # The CPU, on a machine with a GPU too: the tests' reference vectors are the CPU worker's, and
 # the GPU tests load a CUDA encoder of their own beside it (tests/similarity/encoders/test_gpu.py).
 EMBEDDING_DEVICE = TEST_EMBEDDING_DEVICE
+# Claims counted in batches, not sized by a worker's measured rate: the scale-out tests bound
+# what one claim may hold (tests/similarity/test_embedding.py turns the sizing on).
+EMBEDDING_CLAIM_SECONDS = 0
 
 # Worker processes started by a test inherit the session id, so they share these.
 TEST_SESSION = TEST_SESSION_ID or str(os.getpid())

@@ -1,17 +1,21 @@
 """Files in, vectors out: batches through the network, with failures kept to their own file."""
 
+import dataclasses
 import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from django.core.files.storage import FileSystemStorage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from gallery.validation import picture_validate
 from imaging import load_rgb
-from similarity.compute import embedding_of_picture, embeddings_compute
+from similarity import compute
+from similarity.compute import embedding_of_picture, embeddings_compute, file_bytes
 from similarity.encoders.registry import get_encoder
 from similarity.preprocessing import PIXELS_SHAPE
 from similarity.search import query_pixels
@@ -84,3 +88,84 @@ def test_a_search_message_has_one_size_whatever_the_photos_shape(width, height):
 def test_a_search_message_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="150528 bytes"):
         embedding_of_picture(b"\xff\xd8\xff" + bytes(1000))
+
+
+# --- The GPU path's per-file work, and its device failures (checked on the CPU) ------------
+
+
+def test_a_progressive_jpeg_is_read_for_pillow_and_a_baseline_one_for_the_device(tmp_path):
+    photo = photo_like(1, (320, 240))
+    baseline, progressive = encode(photo), encode(photo, progressive=True)
+    sources = sources_of({1: baseline, 2: progressive}, tmp_path)
+
+    reads = [compute._read_one(source) for source in sources]
+
+    assert [read.data for read in reads] == [bytearray(baseline), bytearray(progressive)]
+    assert reads[0].header is not None and reads[0].header.frame == "baseline"
+    assert reads[1].header is None  # Pillow's, on the decode threads
+
+
+@pytest.mark.parametrize("opened_by", ["open", "storage"])
+def test_a_file_is_read_whole_into_one_writable_buffer(tmp_path, opened_by):
+    content = encode(photo_like(2, (640, 480)))
+    (tmp_path / "photo.jpg").write_bytes(content)
+    opened = {
+        "open": lambda: (tmp_path / "photo.jpg").open("rb"),
+        "storage": lambda: FileSystemStorage(location=tmp_path).open("photo.jpg", "rb"),
+    }[opened_by]
+
+    with opened() as handle:
+        data = file_bytes(handle)
+
+    assert isinstance(data, bytearray) and data == content
+
+
+class OutOfMemoryOnce:
+    """A forward pass that runs out of GPU memory on its first call, as one beside another
+    process's allocations does; records each pass's size."""
+
+    def __init__(self, encoder):
+        self.encoder, self.sizes = encoder, []
+
+    def __call__(self, pixels):
+        self.sizes.append(len(pixels))
+        if len(self.sizes) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.encoder.embed_pixels(pixels)
+
+
+def encoder_out_of_memory_once():
+    encoder = dataclasses.replace(get_encoder())
+    encoder.embed_pixels = OutOfMemoryOnce(get_encoder())
+    return encoder
+
+
+def test_running_out_of_gpu_memory_halves_the_forward_pass_and_loses_nothing(tmp_path):
+    files = {key: encode(photo_like(key, (320, 240))) for key in range(6)}
+    encoder = encoder_out_of_memory_once()
+
+    batches = list(embeddings_compute(sources=sources_of(files, tmp_path), batch_size=4, encoder=encoder))
+
+    # The first pass of four failed; its halves went through, and so did the rest of the run.
+    assert encoder.embed_pixels.sizes == [4, 2, 2, 2]
+    assert [sorted(batch.vectors) for batch in batches] == [[0, 1, 2, 3], [4, 5]]
+    assert not any(batch.failures for batch in batches)
+    expected = get_encoder().embed([load_rgb(io.BytesIO(files[key])) for key in range(6)])
+    for key in range(6):
+        vector = batches[key // 4].vectors[key]
+        np.testing.assert_allclose(vector, expected[key], atol=1e-5)
+
+
+def test_a_single_picture_that_does_not_fit_is_the_devices_fault_not_the_pictures(tmp_path):
+    encoder = dataclasses.replace(get_encoder())
+
+    def no_memory_at_all(pixels):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    encoder.embed_pixels = no_memory_at_all
+
+    with pytest.raises(torch.cuda.OutOfMemoryError) as raised:
+        list(embeddings_compute(sources=sources_of({1: encode(photo_like(1))}, tmp_path), batch_size=4, encoder=encoder))
+    assert compute.device_fault(raised.value) == "out of memory"
+    assert compute.device_fault(RuntimeError("CUDA error: an illegal memory access was encountered")) == "broken"
+    assert compute.device_fault(RuntimeError("a bug")) is None

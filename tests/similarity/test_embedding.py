@@ -1,13 +1,16 @@
 """The worker's embedding service: claim, embed in pipelined batches, store, clean up what it claimed."""
 
+import functools
+
 import numpy as np
 import pytest
+import torch
 from django.db import OperationalError
 
 from gallery.models import Image
 from imaging import load_rgb
-from similarity import embedding
-from similarity.embedding import images_embed
+from similarity import embedding, tasks
+from similarity.embedding import Throughput, images_embed
 from similarity.encoders.registry import get_encoder
 from similarity.models import Embedding, EmbeddingJob
 
@@ -133,8 +136,20 @@ def test_giving_up_fails_exactly_what_this_call_claimed(one_claim_and_another_wo
 
 @pytest.mark.parametrize(
     ("error", "attempt_counts"),
-    [(RuntimeError("a bug"), True), (OperationalError("connection lost"), False)],
-    ids=["a fault in the code", "a lost database connection"],
+    [
+        (RuntimeError("a bug"), True),
+        (OperationalError("connection lost"), False),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"), False),
+        (torch.AcceleratorError("CUDA error: an illegal memory access was encountered"), False),
+        (RuntimeError("CUDA error: unspecified launch failure"), False),
+    ],
+    ids=[
+        "a fault in the code",
+        "a lost database connection",
+        "the gpu out of memory for one image",
+        "a broken cuda context",
+        "a cuda error torch reports plainly",
+    ],
 )
 def test_an_interruption_hands_the_unfinished_claim_back(
     one_claim_and_another_workers_image, monkeypatch, error, attempt_counts
@@ -150,3 +165,68 @@ def test_an_interruption_hands_the_unfinished_claim_back(
     assert set(unfinished.values_list("attempts", flat=True)) == {1 if attempt_counts else 0}
     assert Image.objects.get(pk=elsewhere.pk).embedding_status == Image.Status.PROCESSING
     assert advisory_locks_held() == 0
+
+
+def test_running_out_of_gpu_memory_costs_the_images_nothing(image_factory, settings, monkeypatch):
+    from tests.similarity.test_compute import encoder_out_of_memory_once
+
+    settings.EMBEDDING_BATCH_SIZE = 4
+    images = [image_factory(seed) for seed in range(4)]
+    encoder = encoder_out_of_memory_once()
+    monkeypatch.setattr(embedding, "embeddings_compute", functools.partial(embedding.embeddings_compute, encoder=encoder))
+
+    result = images_embed(image_ids=[image.pk for image in images])
+
+    assert encoder.embed_pixels.sizes == [4, 2, 2]  # halved, then through
+    assert sorted(result.ready) == sorted(image.pk for image in images) and not result.failed
+    jobs = EmbeddingJob.objects.filter(image_id__in=result.ready)
+    assert set(jobs.values_list("status", "attempts")) == {(Image.Status.READY, 1)}  # the one claim, nothing more
+    assert advisory_locks_held() == 0
+
+
+def test_a_broken_gpu_ends_the_worker_process_and_leaves_the_images_as_they_were(image_factory, settings, monkeypatch):
+    images = [image_factory(seed) for seed in range(2)]
+    broken = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+    monkeypatch.setattr(embedding, "embeddings_compute", interrupt_after_first_batch(broken))
+    settings.EMBEDDING_BATCH_SIZE = 1
+
+    # SystemExit in a task ends the pool process; Celery starts a fresh one, with a fresh
+    # CUDA context, and hands it the message again (acks late, rejected on worker loss).
+    with pytest.raises(SystemExit):
+        tasks.images_embed.run([image.pk for image in images])
+
+    jobs = dict(EmbeddingJob.objects.values_list("image_id", "status"))
+    assert sorted(jobs.values()) == [Image.Status.PENDING, Image.Status.READY]
+    assert set(EmbeddingJob.objects.filter(status=Image.Status.PENDING).values_list("attempts", flat=True)) == {0}
+    assert advisory_locks_held() == 0
+
+
+def test_a_worker_that_measured_a_fast_rate_claims_more(image_factory, settings):
+    settings.EMBEDDING_BATCH_SIZE = 2
+    settings.EMBEDDING_CLAIM_BATCHES = 2
+    settings.EMBEDDING_CLAIM_SECONDS = 5
+    images = [image_factory(seed) for seed in range(12)]
+    slow, fast = Throughput(), Throughput()
+    slow.record(images=2, seconds=4.0)  # half an image a second: the floor, two batches
+    fast.record(images=200, seconds=1.0)  # a thousand in five seconds: all twelve
+
+    first = images_embed(image_ids=[images[0].pk], throughput=slow)
+    second = images_embed(image_ids=[images[4].pk], throughput=fast)
+
+    assert len(first.ready) == 4
+    assert len(second.ready) == 8
+    assert Image.objects.ready().count() == 12
+    # And the rate is measured as the worker goes: each stored batch is a record.
+    assert fast.rate() != 200.0
+
+
+def test_a_claim_is_whole_batches_within_its_bounds(settings):
+    settings.EMBEDDING_CLAIM_BATCHES, settings.EMBEDDING_CLAIM_SECONDS = 4, 5
+    settings.EMBEDDING_SOFT_TIME_LIMIT = 300
+
+    assert embedding.claim_size(batch_size=256, rate=None) == 1024  # nothing measured yet
+    assert embedding.claim_size(batch_size=256, rate=100.0) == 1024  # slow: the floor
+    assert embedding.claim_size(batch_size=256, rate=1300.0) == 6400  # 6,500 in five seconds, in batches of 256
+    assert embedding.claim_size(batch_size=256, rate=1e6) == embedding.MAX_CLAIM_IMAGES
+    settings.EMBEDDING_SOFT_TIME_LIMIT = 8  # a claim is never more than a quarter of the limit
+    assert embedding.claim_size(batch_size=256, rate=1300.0) == 2560
