@@ -426,6 +426,7 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=0, help="photo, upload and Pillow processes (default: CPUs)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".devdata" / "bench-gpu")
     parser.add_argument("--skip-pillow-drain", action="store_true", help="on a GPU, skip the drain without GPU decode")
+    parser.add_argument("--json", type=Path, help="where to save the figures (default bench/out/gpu-<time>.json)")
     args = parser.parse_args()
     width, height = (int(side) for side in args.size.lower().split("x"))
     on_gpu = args.device.startswith("cuda")
@@ -481,12 +482,12 @@ def main() -> int:
         run["machine"] = machine(encoder)
     finally:
         services.services_stop(args.data_dir, started_services)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUT_DIR / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = (args.json or OUT_DIR / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run, indent=2))
     print()
     print(summary(run))
-    print(f"\n(saved to {path.relative_to(ROOT)})")
+    print(f"\n(saved to {path})")
     return 0
 
 
