@@ -42,7 +42,7 @@ import gpu  # noqa: E402  (bench/gpu.py: its photos and its bare decode, not cop
 DOCS = ROOT / "docs" / "ingestion.md"
 BEGIN = "<!-- gpu-first-session:begin -->"
 END = "<!-- gpu-first-session:end -->"
-DEVICE_TESTS = ("tests/similarity/encoders/test_gpu.py", "tests/similarity/test_device.py")
+DEVICE_TESTS = ("tests/similarity/encoders/test_gpu.py",)
 VECTOR_SIZES = ((320, 240), (640, 480), (3000, 2000))
 DECODE_BATCH = 64
 
