@@ -281,8 +281,14 @@ class DeviceJpegs:
         Resizing the whole picture and then cropping weighs every source pixel exactly as
         Pillow's resize of the crop box does (the same filter centres and support), so this
         matches ``network_pixels`` but for rounding; pictures of one size are resized together.
+
+        Nothing here waits for the device: sizes come from the tensors' shapes (known on the
+        host), and each crop is kept as a view until one stack puts them back in order.
+        Assigning into a preallocated batch at a list of positions (``out[part] = crop``)
+        copies that list to the device from pageable memory, which synchronises the stream:
+        once per size group and chunk, so once per picture when every size differs.
         """
-        out = torch.empty((len(pictures), 3, INPUT_SIDE, INPUT_SIDE), dtype=torch.uint8, device=self.device)
+        crops: list[torch.Tensor | None] = [None] * len(pictures)
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, picture in enumerate(pictures):
             by_size.setdefault(tuple(picture.shape[-2:]), []).append(index)
@@ -295,5 +301,6 @@ class DeviceJpegs:
                     batch, size=(resized_height, resized_width), mode="bilinear", antialias=True, align_corners=False
                 )
                 crop = resized[:, :, top : top + INPUT_SIDE, left : left + INPUT_SIDE]
-                out[part] = crop.round().clamp_(0, 255).to(torch.uint8)
-        return out
+                for index, pixels in zip(part, crop.round().clamp_(0, 255).to(torch.uint8)):
+                    crops[index] = pixels
+        return torch.stack(crops)

@@ -198,6 +198,45 @@ def test_pictures_of_different_sizes_in_one_batch_keep_their_order():
         torch.testing.assert_close(together[index], alone[0], rtol=0, atol=0)
 
 
+def mixed_batch(chunk_repeats: int = 0) -> tuple[list[bytes], list[int]]:
+    """Several sizes, upright and turned a quarter (orientation 6), interleaved; one size
+    ``gpu.RESIZE_CHUNK + chunk_repeats`` times, so its resize is split across chunks."""
+    cases = [((640, 480), 1), ((480, 640), 6), ((300, 225), 1), ((640, 480), 6), ((500, 500), 1), ((1001, 777), 6)]
+    cases += [((96, 72), 1 if turn % 3 else 6) for turn in range(gpu.RESIZE_CHUNK + chunk_repeats)]
+    cases = cases[::2] + cases[1::2]
+    files = [encode(camera_photo(seed, size), exif=exif_with(turn)) for seed, (size, turn) in enumerate(cases)]
+    return files, [device_decodable(data).orientation for data in files]
+
+
+def test_a_batch_of_mixed_sizes_and_orientations_prepares_each_picture_as_alone():
+    encoder = get_encoder()
+    files, orientations = mixed_batch(chunk_repeats=3)
+
+    together, refused = encoder.prepare_jpegs(files, orientations)
+
+    assert refused == [] and set(orientations) == {1, 6}
+    assert together.shape == (len(files), 3, 224, 224)
+    for index, (data, orientation) in enumerate(zip(files, orientations)):
+        alone, _ = encoder.prepare_jpegs([data], [orientation])
+        torch.testing.assert_close(together[index], alone[0], rtol=0, atol=0)
+
+
+@needs_cuda
+def test_resizing_a_batch_of_mixed_sizes_never_waits_for_the_gpu(gpu_encoder):
+    # A wait per size group becomes a wait per picture when every photo's size differs.
+    files, orientations = mixed_batch()
+    pictures = [oriented(picture, turn) for picture, turn in zip(gpu_encoder.jpegs._decode(files), orientations)]
+    torch.cuda.synchronize()
+
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pixels = gpu_encoder.jpegs._resize_and_crop(pictures)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+    assert pixels.shape == (len(files), 3, 224, 224)
+
+
 # --- The pipeline: what the device takes, and what falls back to Pillow -------------------
 
 
