@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import mimetypes
 import multiprocessing
 import os
 import platform
@@ -55,20 +56,34 @@ GOAL_RATIO = 0.85  # of the bare decode rate that bounds the worker
 # --- Photos ---------------------------------------------------------------------------
 
 
-def _make_photo(job: tuple[str, int, int, int]) -> None:
-    """A camera-like JPEG: colour fields and shapes drawn small, enlarged, then given grain."""
+def _make_photo(job: tuple) -> None:
+    """A camera-like photo: colour fields and shapes drawn small, enlarged, then given grain.
+
+    ``job`` is (path, index, width, height) for the best case's baseline JPEG, or with
+    (format, progressive, orientation) after it for the mixed set's photos.
+    """
     import numpy as np
     from PIL import Image
 
     from imaging import synthetic_photo
 
-    path, index, width, height = job
+    path, index, width, height, *kind = job
+    image_format, progressive, orientation = kind or ("JPEG", False, 1)
     base = synthetic_photo(1_000_003 + index, (max(8, width // 4), max(8, height // 4)))
     base = base.resize((width, height), Image.Resampling.BICUBIC)
     grain = np.random.default_rng(index).integers(-10, 11, size=(height, width, 3), dtype=np.int16)
     pixels = np.clip(np.asarray(base, dtype=np.int16) + grain, 0, 255).astype(np.uint8)
     temporary = Path(path).with_suffix(".tmp")
-    Image.fromarray(pixels).save(temporary, "JPEG", quality=90)
+    options = {"quality": 90}
+    if image_format == "JPEG":
+        options["progressive"] = progressive
+        if orientation != 1:
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            options["exif"] = exif.tobytes()
+    elif image_format == "PNG":
+        options = {}
+    Image.fromarray(pixels).save(temporary, image_format, **options)
     temporary.rename(path)
 
 
@@ -78,6 +93,41 @@ def photos_ensure(folder: Path, count: int, size: tuple[int, int], processes: in
     missing = [(str(path), index, *size) for index, path in enumerate(paths) if not path.exists()]
     if missing:
         log(f"Generating {len(missing)} photo(s) of {size[0]}x{size[1]} on {processes} processes ...")
+        started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            pool.map(_make_photo, missing, chunksize=4)
+        log(f"  done in {time.perf_counter() - started:.1f} s")
+    return paths
+
+
+# The mixed set: what an archive of uploads holds beside the best case. Sizes are fractions of
+# the best case's (3000x2000 gives 3000x2000, 1600x1200 and 640x480); every fourth JPEG is
+# progressive (nvJPEG's batched decoder takes baseline only: those go to Pillow), every fifth
+# carries EXIF orientation 6 (turned on the device), and one photo in twenty is a PNG or a WebP.
+MIX_SIZES = ((1.0, 1.0), (1600 / 3000, 1200 / 2000), (640 / 3000, 480 / 2000))
+
+
+def mix_kind(index: int, size: tuple[int, int]) -> tuple[str, int, int, bool, int]:
+    """(format, width, height, progressive, orientation) of the mixed set's photo ``index``."""
+    width_share, height_share = MIX_SIZES[index % len(MIX_SIZES)]
+    width, height = max(16, round(size[0] * width_share)), max(16, round(size[1] * height_share))
+    if index % 20 == 7:
+        return ("PNG" if index // 20 % 2 == 0 else "WEBP"), width, height, False, 1
+    return "JPEG", width, height, index % 4 == 1, 6 if index % 5 == 2 else 1
+
+
+def photos_mix_ensure(folder: Path, count: int, size: tuple[int, int], processes: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, missing = [], []
+    for index in range(count):
+        image_format, width, height, progressive, orientation = mix_kind(index, size)
+        extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}[image_format]
+        path = folder / f"photo-{index:05d}.{extension}"
+        paths.append(path)
+        if not path.exists():
+            missing.append((str(path), index, width, height, image_format, progressive, orientation))
+    if missing:
+        log(f"Generating {len(missing)} mixed photo(s) on {processes} processes ...")
         started = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             pool.map(_make_photo, missing, chunksize=4)
@@ -154,7 +204,8 @@ def _upload(path: str) -> tuple[int, float]:
 
     started = time.perf_counter()
     content = Path(path).read_bytes()
-    image = image_create(upload=SimpleUploadedFile(Path(path).name, content, "image/jpeg"), enqueue=False)
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    image = image_create(upload=SimpleUploadedFile(Path(path).name, content, content_type), enqueue=False)
     embeddings_publish(image_ids=[image.pk])
     return image.pk, time.perf_counter() - started
 
@@ -336,6 +387,75 @@ def bare_device_decode(encoder, photos: list[Path], batch_size: int, passes: int
     return {"images": len(files), "batch_size": batch_size, "rate": max(rates), "rates": rates}
 
 
+class WithoutForward:
+    """The worker's encoder with its forward pass left out: decoding timed as the worker runs it.
+
+    Everything else (decode threads, ``pixels``, ``prepare_jpegs``, the device) is the encoder's
+    own; ``embed_prepared`` and ``embed_pixels`` only wait for the device's work on the batch
+    (so its decoding is counted) and give zero vectors.
+    """
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def embed_prepared(self, device_pixels, host_pixels):
+        import numpy as np
+
+        _sync(self._encoder)
+        count = (0 if device_pixels is None else len(device_pixels)) + len(host_pixels)
+        return np.zeros((count, self._encoder.dimension), dtype=np.float32)
+
+    def embed_pixels(self, pixels):
+        import numpy as np
+
+        return np.zeros((len(pixels), self._encoder.dimension), dtype=np.float32)
+
+
+def bare_worker_decode(encoder, photos: list[Path], batch_size: int, on_device: bool, passes: int = 2) -> dict:
+    """The worker's own decode pipeline, forward pass left out: ``embeddings_compute`` on the files.
+
+    Its decode threads (``encoder.threads``), its batch size and its lookahead; on the device
+    path, files read and parsed on those threads, JPEGs through ``prepare_jpegs`` on the device
+    threads, the rest through Pillow. This is what bounds the worker's rate, where the one-thread
+    ``prepare_jpegs`` figure is not. On a CPU, ``on_device`` runs the GPU path's code on CPU tensors.
+    """
+    import functools
+
+    from similarity.compute import embeddings_compute
+
+    sources = [(index, functools.partial(open, path, "rb")) for index, path in enumerate(photos)]
+    without_forward = WithoutForward(encoder)
+
+    def once(chosen) -> tuple[float, int, float]:
+        started, failures, decode_cpu = time.perf_counter(), 0, 0.0
+        for batch in embeddings_compute(
+            sources=chosen, batch_size=batch_size, decode_on_device=on_device, encoder=without_forward
+        ):
+            failures += len(batch.failures)
+            decode_cpu += batch.decode_cpu
+        return time.perf_counter() - started, failures, decode_cpu
+
+    once(sources[:batch_size])  # set-up (threads, the decoder's state), not measured
+    rates, failures, cpu = [], 0, 0.0
+    for _ in range(passes):
+        seconds, failures, cpu = once(sources)
+        rates.append(len(sources) / seconds)
+    if failures:
+        raise RuntimeError(f"{failures} of {len(sources)} photos failed to decode in the worker's pipeline")
+    return {
+        "images": len(sources),
+        "batch_size": batch_size,
+        "threads": encoder.threads,
+        "on_device": on_device,
+        "rate": max(rates),
+        "rates": rates,
+        "cpu_ms_per_image": 1000 * cpu / len(sources),
+    }
+
+
 def bare_forward(encoder, batch_size: int, seconds: float = 3.0) -> dict:
     """The network alone on pixels already on the device, in the worker's precision and layout."""
     import torch
@@ -385,15 +505,34 @@ def summary(run: dict) -> str:
         f"- worker, deep queue, first claim to last embedding stored: {rate(run['drain']['rate'])}",
     ]
     bare = run["bare"]
-    if run["device"].startswith("cuda"):
-        ratio = run["drain"]["rate"] / bare["device_decode"]["rate"]
-        lines.append(
-            f"- bare decode on the device (prepare_jpegs): {rate(bare['device_decode']['rate'])}; "
-            f"worker / that = {ratio:.2f} (goal >= {GOAL_RATIO})"
+    on_gpu = run["device"].startswith("cuda")
+    where = "on the device" if on_gpu else "of the GPU path on CPU tensors (not the CPU worker's path)"
+    lines.append(
+        f"- bare decode {where}, one thread (prepare_jpegs from memory, batch {bare['device_decode']['batch_size']}): "
+        f"{rate(bare['device_decode']['rate'])}"
+    )
+    worker = bare.get("worker_decode")
+    if worker:
+        line = (
+            f"- bare decode the worker's way {where} (its pipeline, {worker['threads']} decode threads, "
+            f"batch {worker['batch_size']}, from the files, no forward pass): {rate(worker['rate'])}"
         )
-    else:
-        tensors = rate(bare["device_decode"]["rate"])
-        lines.append(f"- the GPU path's decode run on CPU tensors (not the CPU worker's path): {tensors}")
+        if on_gpu:
+            line += f"; worker / that = {run['drain']['rate'] / worker['rate']:.2f} (goal >= {GOAL_RATIO})"
+        lines.append(line)
+        pillow = bare["worker_decode_pillow"]
+        lines.append(f"- bare decode the worker's way with Pillow on its {pillow['threads']} threads: {rate(pillow['rate'])}")
+    if "mix_drain" in run:
+        lines.append(
+            f"- mixed set ({run['mix_images']} photos: baseline and progressive JPEGs of three sizes, EXIF-rotated, "
+            f"1 in 20 PNG/WebP): worker {rate(run['mix_drain']['rate'])}"
+        )
+        mix = bare.get("mix_worker_decode")
+        if mix:
+            lines[-1] += (
+                f"; bare decode the worker's way {rate(mix['rate'])}, "
+                f"with Pillow on its threads {rate(bare['mix_worker_decode_pillow']['rate'])}"
+            )
     lines.append(f"- bare forward pass, batch {bare['forward']['batch_size']}: {rate(bare['forward']['rate'])}")
     lines.append(f"- bare Pillow path on {bare['pillow']['processes']} processes: {rate(bare['pillow']['rate'])}")
     near = bare["near_duplicates"]
@@ -407,6 +546,9 @@ def summary(run: dict) -> str:
             f"- worker with EMBEDDING_CUDA_DECODE=false: {rate(run['drain_pillow']['rate'])}; "
             f"worker / bare Pillow = {ratio:.2f} (goal >= {GOAL_RATIO})"
         )
+        if "worker_decode_pillow" in bare:
+            ratio = run["drain_pillow"]["rate"] / bare["worker_decode_pillow"]["rate"]
+            lines[-1] += f"; worker / the worker's own Pillow decode = {ratio:.2f}"
     if run["device"].startswith("cuda"):
         met = "met" if run["drain"]["rate"] >= GOAL_RATE else "not met"
         lines.append(f"- goal {GOAL_RATE:,.0f} images/s on one GPU: {met}")
@@ -425,6 +567,10 @@ def main() -> int:
     parser.add_argument("--claim-batches", type=int, default=4, help="EMBEDDING_CLAIM_BATCHES (default 4)")
     parser.add_argument("--processes", type=int, default=0, help="photo, upload and Pillow processes (default: CPUs)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".devdata" / "bench-gpu")
+    parser.add_argument(
+        "--mix-images", type=int, default=-1,
+        help="photos in the mixed set (default: a quarter of --images, at least 8; 0: no mixed set)",
+    )
     parser.add_argument("--skip-pillow-drain", action="store_true", help="on a GPU, skip the drain without GPU decode")
     parser.add_argument("--json", type=Path, help="where to save the figures (default bench/out/gpu-<time>.json)")
     args = parser.parse_args()
@@ -433,10 +579,12 @@ def main() -> int:
     args.batch_size = args.batch_size or (256 if on_gpu else 16)
     args.data_dir = args.data_dir.resolve()
     processes = args.processes or len(os.sched_getaffinity(0))
+    mix_count = args.mix_images if args.mix_images >= 0 else max(8, args.images // 4)
 
     from devtools import services
 
     photos = photos_ensure(args.data_dir / f"photos-{width}x{height}", args.images, (width, height), processes)
+    mixed = photos_mix_ensure(args.data_dir / f"photos-mix-{width}x{height}", mix_count, (width, height), processes)
     log("Starting the embedded PostgreSQL and Redis ...")
     urls, started_services = services.services_start(args.data_dir, given={})
     try:
@@ -470,13 +618,27 @@ def main() -> int:
             run["drain_pillow"] = phase_drain(
                 {**env, "EMBEDDING_CUDA_DECODE": "false"}, image_ids, queue, log_dir, "decode-with-pillow"
             )
+        bare = {"near_duplicates": near_duplicates_cost(image_ids)}
+        if mixed:
+            log(f"Uploading the mixed set ({len(mixed)} photos) and draining it with a worker on {args.device} ...")
+            purge(queue)
+            mixed_ids, run["mix_uploads"] = phase_uploads(env, mixed, processes)
+            run["mix_drain"] = phase_drain(env, mixed_ids, queue, log_dir, "mix")
+            run["mix_images"] = len(mixed)
         log("Bare rates, with the worker stopped ...")
         from similarity.encoders.registry import get_encoder
 
-        bare = {"pillow": bare_pillow(photos, processes), "near_duplicates": near_duplicates_cost(image_ids)}
+        bare["pillow"] = bare_pillow(photos, processes)
         encoder = get_encoder()
         sample = photos[: max(args.batch_size, min(len(photos), 512))]
         bare["device_decode"] = bare_device_decode(encoder, sample, args.batch_size)
+        # The worker's decode pipeline, forward left out: its threads and batches, from the files.
+        # The device path (on a CPU, the same code on CPU tensors), then Pillow's on its threads.
+        worker_sample = photos[: max(args.batch_size, min(len(photos), 1024))]
+        for name, chosen in (("worker_decode", worker_sample), ("mix_worker_decode", mixed[:1024])):
+            if chosen:
+                bare[name] = bare_worker_decode(encoder, chosen, args.batch_size, on_device=True)
+                bare[f"{name}_pillow"] = bare_worker_decode(encoder, chosen, args.batch_size, on_device=False)
         bare["forward"] = bare_forward(encoder, args.batch_size)
         run["bare"] = bare
         run["machine"] = machine(encoder)
