@@ -91,13 +91,18 @@ def photos_ensure(folder: Path, count: int, size: tuple[int, int], processes: in
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"photo-{index:05d}.jpg" for index in range(count)]
     missing = [(str(path), index, *size) for index, path in enumerate(paths) if not path.exists()]
-    if missing:
-        log(f"Generating {len(missing)} photo(s) of {size[0]}x{size[1]} on {processes} processes ...")
-        started = time.perf_counter()
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            pool.map(_make_photo, missing, chunksize=4)
-        log(f"  done in {time.perf_counter() - started:.1f} s")
+    _photos_make(missing, f"photo(s) of {size[0]}x{size[1]}", processes)
     return paths
+
+
+def _photos_make(missing: list[tuple], what: str, processes: int) -> None:
+    if not missing:
+        return
+    log(f"Generating {len(missing)} {what} on {processes} processes ...")
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_make_photo, missing, chunksize=4)
+    log(f"  done in {time.perf_counter() - started:.1f} s")
 
 
 # The mixed set: what an archive of uploads holds beside the best case. Sizes are fractions of
@@ -126,12 +131,7 @@ def photos_mix_ensure(folder: Path, count: int, size: tuple[int, int], processes
         paths.append(path)
         if not path.exists():
             missing.append((str(path), index, width, height, image_format, progressive, orientation))
-    if missing:
-        log(f"Generating {len(missing)} mixed photo(s) on {processes} processes ...")
-        started = time.perf_counter()
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            pool.map(_make_photo, missing, chunksize=4)
-        log(f"  done in {time.perf_counter() - started:.1f} s")
+    _photos_make(missing, "mixed photo(s)", processes)
     return paths
 
 

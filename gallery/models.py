@@ -153,16 +153,21 @@ class Image(models.Model):
     def title(self) -> str:
         return str(self)
 
-    # Where its embedding stands, read from similarity (``similarity.selectors``): one query,
-    # or none for images loaded by ``gallery.selectors.images_load_embedding_jobs``.
+    # Where its embedding stands, read from similarity (``similarity.selectors``): one query the
+    # first time it is asked for, none for images loaded by
+    # ``gallery.selectors.images_load_embedding_jobs``; ``refresh_from_db`` reads it afresh.
 
     @property
     def embedding_job(self) -> EmbeddingJob | None:
-        if "_embedding_job" in self.__dict__:
-            return self.__dict__["_embedding_job"]
-        from similarity.selectors import embedding_jobs_of
+        if "_embedding_job" not in self.__dict__:
+            from similarity.selectors import embedding_jobs_of
 
-        return embedding_jobs_of(image_ids=[self.pk]).get(self.pk)
+            self.__dict__["_embedding_job"] = embedding_jobs_of(image_ids=[self.pk]).get(self.pk)
+        return self.__dict__["_embedding_job"]
+
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        self.__dict__.pop("_embedding_job", None)
+        super().refresh_from_db(*args, **kwargs)
 
     @property
     def embedding_status(self) -> str:
