@@ -163,8 +163,13 @@ def images_mark_failed(*, failures: dict[int, str], identity: str | None = None)
 
 
 def _mark_failed(jobs, failures: dict[int, str], *, now) -> None:
+    # One UPDATE per distinct reason: a claim given up on at its time limit (thousands of
+    # images, one reason) must be written in the moments before the hard limit, not row by row.
+    by_reason: dict[str, list[int]] = {}
     for image_id, reason in failures.items():
-        jobs.filter(image_id=image_id).exclude(status=Status.READY).update(
+        by_reason.setdefault(reason, []).append(image_id)
+    for reason, image_ids in by_reason.items():
+        jobs.filter(image_id__in=image_ids).exclude(status=Status.READY).update(
             status=Status.FAILED, error=reason[:2000], status_changed_at=now
         )
 
