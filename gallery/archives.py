@@ -94,20 +94,22 @@ def _directory_starts_the_file(archive: zipfile.ZipFile) -> bool:
     return min(entry.header_offset for entry in entries) == 0
 
 
+def _head(upload, length: int) -> bytes:
+    upload.seek(0)
+    head = upload.read(length)
+    upload.seek(0)
+    return head
+
+
 def is_archive(upload) -> bool:
     """Whether the file is an archive or compressed stream of a common kind, by its first bytes."""
-    upload.seek(0)
-    head = upload.read(TAR_MAGIC_OFFSET + len(TAR_MAGIC))
-    upload.seek(0)
+    head = _head(upload, TAR_MAGIC_OFFSET + len(TAR_MAGIC))
     return head.startswith(ARCHIVE_SIGNATURES) or head[TAR_MAGIC_OFFSET:].startswith(TAR_MAGIC)
 
 
 def is_zip_archive(upload) -> bool:
     """Judged by the first bytes, not by the name or the declared content type."""
-    upload.seek(0)
-    head = upload.read(4)
-    upload.seek(0)
-    return head in ZIP_SIGNATURES
+    return _head(upload, 4) in ZIP_SIGNATURES
 
 
 def display_path(name: str) -> str:
