@@ -245,14 +245,9 @@ class ImageAdmin(admin.ModelAdmin):
         if not names:
             self.message_user(request, "Name the tags to add in the Tags box first.", messages.WARNING)
             return
-        too_long = [name for name in names if len(name) > services.TAG_NAME_MAX_LENGTH]
+        too_long = services.tag_names_too_long(names)
         if too_long:
-            self.message_user(
-                request,
-                f"No tags added: a tag name has at most {services.TAG_NAME_MAX_LENGTH} characters, "
-                f"and “{too_long[0][:services.TAG_NAME_MAX_LENGTH]}…” has {len(too_long[0])}.",
-                messages.ERROR,
-            )
+            self.message_user(request, f"No tags added: {too_long[0].lower()}{too_long[1:]}", messages.ERROR)
             return
         tags = services.images_tag(image_ids=queryset.values_list("pk", flat=True), names=names)
         self.message_user(

@@ -1,6 +1,8 @@
 from django import forms
 from django.conf import settings
 
+from .services import tag_names_too_long, tags_from_text
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -35,6 +37,14 @@ class ImageUploadForm(forms.Form):
         max_length=500,
         help_text="Optional. Tags for every image in this upload, separated by commas (e.g. harbour, night).",
     )
+
+    def clean_tags(self):
+        # Refused as the "Add tags" action refuses them, rather than cut short in silence.
+        tags = self.cleaned_data["tags"]
+        too_long = tag_names_too_long(tags_from_text(tags))
+        if too_long:
+            raise forms.ValidationError(too_long, code="tag_too_long")
+        return tags
 
 
 def requested_k(raw: str | None) -> int:

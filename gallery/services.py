@@ -293,6 +293,17 @@ def near_duplicates_mark(*, image_ids: Iterable[int], identity: str | None = Non
     return len(close)
 
 
+def tag_names_too_long(names: Iterable[str]) -> str:
+    """Why these tag names cannot be used as given ("" when they can): one is over the length."""
+    too_long = [name for name in names if len(name) > TAG_NAME_MAX_LENGTH]
+    if not too_long:
+        return ""
+    return (
+        f"A tag name has at most {TAG_NAME_MAX_LENGTH} characters, "
+        f"and “{too_long[0][:TAG_NAME_MAX_LENGTH]}…” has {len(too_long[0])}."
+    )
+
+
 def tags_from_text(text: str) -> list[str]:
     """'harbour, night; boats' -> ['harbour', 'night', 'boats']: commas or semicolons, blanks dropped.
 
@@ -335,17 +346,20 @@ def _tag_slug_candidates(name: str) -> Iterator[str]:
 
 
 def _tag_get_or_create(name: str) -> Tag:
+    tag = Tag.objects.filter(name__iexact=name).first()
+    if tag is not None:
+        return tag
     for slug in _tag_slug_candidates(name):
-        tag = Tag.objects.filter(name__iexact=name).first()
-        if tag is not None:
-            return tag
         if Tag.objects.filter(slug=slug).exists():
             continue
         try:
             with transaction.atomic():
                 return Tag.objects.create(name=name, slug=slug)
         except IntegrityError:
-            continue  # made meanwhile by another request: the name is found, or the slug skipped
+            # Made meanwhile by another request: then the name is found; else the slug is skipped.
+            tag = Tag.objects.filter(name__iexact=name).first()
+            if tag is not None:
+                return tag
     raise AssertionError("unreachable: the slug candidates do not run out")
 
 

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from gallery.models import Image
+from gallery.models import Image, Tag
 from gallery.renditions import renditions_create
 from gallery.services import UNEXPECTED_ERROR
 from tests.conftest import encode, photo_like, upload
@@ -276,3 +276,11 @@ def test_the_original_downloads_with_the_extension_of_its_detected_format(
     assert response.status_code == 200
     assert response["Content-Disposition"] == f'attachment; filename="{downloaded_name}"'
     assert response["Content-Type"] == f"image/{image_format.lower()}"
+
+
+def test_an_upload_with_a_tag_name_too_long_is_refused_before_anything_is_stored(staff_client, make_upload):
+    response = staff_client.post(ADD_URL, {"files": [make_upload(1)], "tags": "harbour, " + "n" * 61})
+
+    assert response.status_code == 200
+    assert "at most 60 characters" in response.content.decode()
+    assert not Image.objects.exists() and not Tag.objects.exists()
