@@ -1,0 +1,45 @@
+// Lighthouse on several pages in one process and one browser: node lighthouse.mjs mobile|desktop URL...
+// Prints one JSON object: {url: {scores: {category: score}, cls, failing: [audit titles]}}.
+// The browser is the one CHROME_PATH names (Debian's chromium), started once for every page.
+import * as chromeLauncher from "chrome-launcher";
+import lighthouse from "lighthouse";
+import desktopConfig from "lighthouse/core/config/desktop-config.js";
+
+const [preset, ...urls] = process.argv.slice(2);
+if (!["mobile", "desktop"].includes(preset) || urls.length === 0) {
+  console.error("usage: node lighthouse.mjs mobile|desktop URL...");
+  process.exit(2);
+}
+// The same quiet, offline browser as the Playwright tests (tests/browser/conftest.py).
+const chrome = await chromeLauncher.launch({
+  chromePath: process.env.CHROME_PATH,
+  chromeFlags: [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const results = {};
+try {
+  for (const url of urls) {
+    const runnerResult = await lighthouse(
+      url,
+      { port: chrome.port, output: "json", logLevel: "error" },
+      preset === "desktop" ? desktopConfig : undefined,
+    );
+    const { categories, audits } = runnerResult.lhr;
+    const failing = Object.values(audits)
+      .filter((audit) => audit.score !== null && audit.score < 0.9 && audit.scoreDisplayMode !== "informative"
+        && audit.scoreDisplayMode !== "notApplicable" && audit.scoreDisplayMode !== "manual")
+      .map((audit) => `${audit.id}: ${audit.title}${audit.displayValue ? ` (${audit.displayValue})` : ""}`);
+    results[url] = {
+      scores: Object.fromEntries(Object.entries(categories).map(([id, category]) => [id, category.score])),
+      cls: audits["cumulative-layout-shift"].numericValue ?? null,
+      totalByteWeight: audits["total-byte-weight"].numericValue ?? null,
+      runtimeError: runnerResult.lhr.runtimeError?.message ?? null,
+      failing,
+    };
+  }
+} finally {
+  await chrome.kill();
+}
+console.log(JSON.stringify(results, null, 1));
