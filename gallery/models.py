@@ -1,6 +1,6 @@
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from django.conf import settings
@@ -11,11 +11,45 @@ from similarity.models import EmbeddingJob
 
 from .storage import renditions_storage
 
-# Widths of the derived pictures, the only files the public ever receives (re-encoded as
-# JPEG, camera metadata left behind). A gallery card is about 300 CSS pixels wide: 320 for
-# ordinary screens, 640 for dense ones; an image's own page shows up to 640 CSS pixels:
-# 1280 for dense screens (srcset lets the browser choose).
+# Widths of the display renditions: the whole picture, re-encoded as JPEG, camera metadata
+# left behind. An image's own page and the gallery's enlarged view show up to 640 CSS
+# pixels wide: 1280 for dense screens (srcset lets the browser choose); the API lists these.
 RENDITION_WIDTHS = (320, 640, 1280)
+
+# Gallery cards show the picture cropped to a fixed 3:2 shape (static/css/site.css), from
+# about 220 CSS pixels wide (four columns) to 480 (one column on a phone): 320 and 640
+# pixels cover ordinary and dense screens. Cropped to that shape, no pixel sent is hidden
+# by the card; AVIF is about a third of the JPEG's bytes, WebP about half, and a browser
+# takes the first of these formats it can show (<picture>), so they are listed best first.
+CARD_WIDTHS = (320, 640)
+CARD_ASPECT_RATIO = (3, 2)
+CARD_FORMATS = ("avif", "webp", "jpeg")
+
+# The largest box an image's own page gives its picture, in CSS pixels (40rem by 28rem), and
+# the page's margins either side (main's padding, 1rem each; static/css/site.css): the page
+# sizes the picture before it loads, so nothing moves.
+PAGE_PICTURE_BOX = (640, 448)
+PAGE_MARGIN = 32
+
+
+@dataclass(frozen=True)
+class RenditionSpec:
+    """One derived file every image gets: its kind, the width asked for and its format."""
+
+    kind: str
+    width: int
+    format: str
+
+    @property
+    def label(self) -> str:
+        """Its part of the file's name: ``1280`` for a display rendition, ``card640`` for a card's."""
+        return f"{self.width}" if self.kind == "display" else f"{self.kind}{self.width}"
+
+
+RENDITION_SPECS = (
+    *(RenditionSpec("display", width, "jpeg") for width in RENDITION_WIDTHS),
+    *(RenditionSpec("card", width, image_format) for width in CARD_WIDTHS for image_format in CARD_FORMATS),
+)
 
 
 def image_upload_to(instance: "Image", filename: str) -> str:
@@ -65,10 +99,14 @@ class ImageQuerySet(models.QuerySet):
         return self.prefetch_related("renditions")
 
     def without_renditions(self):
-        """Images missing at least one of the rendition widths."""
+        """Images missing at least one of the renditions (``RENDITION_SPECS``): new kinds included,
+        so the sweeper has older images' made too."""
         missing = models.Q()
-        for spec in RENDITION_WIDTHS:
-            missing |= ~models.Exists(Rendition.objects.filter(image=models.OuterRef("pk"), spec=spec))
+        for spec in RENDITION_SPECS:
+            made = Rendition.objects.filter(
+                image=models.OuterRef("pk"), kind=spec.kind, spec=spec.width, format=spec.format
+            )
+            missing |= ~models.Exists(made)
         return self.filter(missing)
 
     def tagged(self, tag: "Tag | None"):
@@ -106,13 +144,36 @@ def _configured_identity() -> str:
 
 
 @dataclass(frozen=True)
+class PictureSource:
+    """A <source> of a <picture>: a format (MIME type) and its files by width."""
+
+    type: str
+    srcset: str
+
+
+@dataclass(frozen=True)
 class Thumbnail:
-    """What an <img> needs: a source, a srcset for dense screens, and the intrinsic size."""
+    """What an <img> needs: a source, a srcset for dense screens, and the intrinsic size;
+    for a <picture>, the better formats to offer first."""
 
     src: str
     width: int
     height: int
     srcset: str = ""
+    sources: tuple[PictureSource, ...] = ()
+    sizes: str = ""
+
+    def fitted(self, *, max_width: int, max_height: int, margin: int) -> "Thumbnail":
+        """The same picture sized (in CSS pixels) to fit the box, scaled down, never up.
+
+        Given as the <img>'s width and height, this is the size the page keeps for it before
+        it loads, and never more pixels than the picture has; ``sizes`` says so to the
+        browser: that width, or the viewport's less ``margin`` where the viewport is narrower.
+        """
+        scale = min(1, max_width / self.width, max_height / self.height)
+        width, height = max(1, round(self.width * scale)), max(1, round(self.height * scale))
+        sizes = f"(max-width: {width + margin}px) calc(100vw - {margin}px), {width}px"
+        return replace(self, width=width, height=height, sizes=sizes)
 
 
 class Image(models.Model):
@@ -189,15 +250,21 @@ class Image(models.Model):
         return Image.Status(self.embedding_status).label
 
     @cached_property
-    def _renditions_by_width(self) -> list[tuple[int, int, str]]:
-        """(width, height, url) of each distinct rendition size, smallest first.
+    def _renditions_by_kind(self) -> dict[tuple[str, str], list[tuple[int, int, str]]]:
+        """(kind, format) -> (width, height, url) of each distinct size, smallest first.
 
         Reads ``renditions.all()``, so prefetch them (``with_renditions()``) when showing many.
         """
-        by_width = {}
+        by_kind: dict[tuple[str, str], dict[int, tuple[int, int, str]]] = {}
         for rendition in sorted(self.renditions.all(), key=lambda rendition: rendition.spec):
-            by_width.setdefault(rendition.width, (rendition.width, rendition.height, rendition.file.url))
-        return sorted(by_width.values())
+            sizes = by_kind.setdefault((rendition.kind, rendition.format), {})
+            sizes.setdefault(rendition.width, (rendition.width, rendition.height, rendition.file.url))
+        return {key: sorted(sizes.values()) for key, sizes in by_kind.items()}
+
+    @property
+    def _renditions_by_width(self) -> list[tuple[int, int, str]]:
+        """The display renditions (the whole picture, JPEG), smallest first."""
+        return self._renditions_by_kind.get(("display", "jpeg"), [])
 
     @property
     def rendition_sizes(self) -> list[tuple[int, int, str]]:
@@ -219,26 +286,68 @@ class Image(models.Model):
         """For the image's own page: the largest rendition, the smaller ones in srcset."""
         return self._rendition_offered(-1)
 
+    @property
+    def page_picture(self) -> Thumbnail:
+        """``picture`` sized for its page's box (``PAGE_PICTURE_BOX``), never beyond its own pixels."""
+        width, height = PAGE_PICTURE_BOX
+        return self.picture.fitted(max_width=width, max_height=height, margin=PAGE_MARGIN)
+
+    @property
+    def card_picture(self) -> Thumbnail:
+        """For gallery cards: the picture cropped to the card's shape, AVIF and WebP offered
+        before the JPEG. An image whose card renditions are not made yet (older images, until
+        the sweeper has them made) shows ``thumbnail``, cropped by the browser."""
+        jpeg = self._renditions_by_kind.get(("card", "jpeg"))
+        if not jpeg:
+            return self.thumbnail
+        width, height, url = jpeg[0]
+        sources = tuple(
+            PictureSource(type=f"image/{image_format}", srcset=_srcset(self._renditions_by_kind[("card", image_format)]))
+            for image_format in CARD_FORMATS
+            if image_format != "jpeg" and ("card", image_format) in self._renditions_by_kind
+        )
+        return Thumbnail(src=url, width=width, height=height, srcset=_srcset(jpeg), sources=sources)
+
     def _rendition_offered(self, index: int) -> Thumbnail:
         """The rendition at ``index`` (by width) as src, every rendition in srcset."""
         sizes = self._renditions_by_width
         if not sizes:
             return Thumbnail(src="", width=self.width, height=self.height)
         width, height, url = sizes[index]
-        return Thumbnail(src=url, width=width, height=height, srcset=", ".join(f"{u} {w}w" for w, _, u in sizes))
+        return Thumbnail(src=url, width=width, height=height, srcset=_srcset(sizes))
+
+
+def _srcset(sizes: list[tuple[int, int, str]]) -> str:
+    return ", ".join(f"{url} {width}w" for width, _, url in sizes)
 
 
 def rendition_upload_to(instance: "Rendition", filename: str) -> str:
-    """Named after the original's generated name, so the two are easy to match on disk."""
+    """Named after the original's generated name, so the two are easy to match on disk, and
+    ending in the name it is saved under (``renditions_create`` gives the content's hash):
+    renditions are cached for good, so a name never stands for other bytes, even when one
+    is made again."""
     stem = os.path.splitext(os.path.basename(instance.image.file.name))[0] or uuid.uuid4().hex
-    return f"renditions/{timezone.now():%Y/%m}/{stem}-{instance.spec}.jpg"
+    return f"renditions/{timezone.now():%Y/%m}/{stem}-{instance.label}-{filename}"
 
 
 class Rendition(models.Model):
     """A smaller, re-encoded copy of an image for pages (EXIF, GPS included, left behind)."""
 
+    class Kind(models.TextChoices):
+        DISPLAY = "display", "the whole picture"
+        CARD = "card", "cropped to a gallery card's shape"
+
+    class Format(models.TextChoices):
+        JPEG = "jpeg", "JPEG"
+        WEBP = "webp", "WebP"
+        AVIF = "avif", "AVIF"
+
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="renditions")
+    # Database defaults as well: rows written before these kinds existed, and by raw SQL, are
+    # display JPEGs.
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DISPLAY, db_default=Kind.DISPLAY)
     spec = models.PositiveSmallIntegerField(help_text="The width asked for, in pixels.")
+    format = models.CharField(max_length=5, choices=Format.choices, default=Format.JPEG, db_default=Format.JPEG)
     # The public storage: pages link here. Originals stay in the private default storage.
     file = models.FileField(upload_to=rendition_upload_to, storage=renditions_storage, max_length=255)
     width = models.PositiveIntegerField()
@@ -247,8 +356,12 @@ class Rendition(models.Model):
     class Meta:
         constraints = [
             # A redelivered or concurrent task cannot add a second copy.
-            models.UniqueConstraint(fields=["image", "spec"], name="gallery_rendition_unique_per_spec"),
+            models.UniqueConstraint(fields=["image", "kind", "spec", "format"], name="gallery_rendition_unique_per_spec"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.spec}px rendition of image {self.image_id}"
+        return f"{self.spec}px {self.kind} {self.get_format_display()} rendition of image {self.image_id}"
+
+    @property
+    def label(self) -> str:
+        return RenditionSpec(self.kind, self.spec, self.format).label

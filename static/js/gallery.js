@@ -7,26 +7,58 @@
 
   var dialog = document.getElementById("enlarged");
   if (!dialog || typeof dialog.showModal !== "function") return;
-  var picture = dialog.querySelector("figure img");
+  var figure = dialog.querySelector("figure");
   var caption = dialog.querySelector("figcaption");
   var similarLink = dialog.querySelector(".similar-link");
+  var picture = null;
   var opener = null;
+
+  // The room the dialog gives its picture, as static/css/site.css lays it out: up to
+  // min(92vw, 82rem) wide less its 1rem padding either side, up to 94vh high less about
+  // 9rem for the close button, caption and link.
+  function room() {
+    var rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
+    return {
+      width: Math.min(window.innerWidth * 0.92, 82 * rem) - 2 * rem,
+      height: window.innerHeight * 0.94 - 9 * rem
+    };
+  }
+
+  // Width and height attributes in CSS pixels that fit the room, scaled down, never up
+  // beyond the picture's own pixels: the dialog keeps that box while the picture loads,
+  // so nothing moves when it arrives, and sizes lets the browser choose the file for it.
+  function fit(img) {
+    var width = Number(img.dataset.naturalWidth), height = Number(img.dataset.naturalHeight);
+    var space = room();
+    var scale = Math.min(1, space.width / width, Math.max(space.height, 8) / height);
+    var shown = Math.max(1, Math.round(width * scale));
+    img.width = shown;
+    img.height = Math.max(1, Math.round(height * scale));
+    img.sizes = shown + "px";
+  }
 
   function open(link) {
     var data = link.dataset;
-    // Drop the previous picture first, so the next one never shows it while loading.
-    picture.removeAttribute("src");
-    picture.removeAttribute("srcset");
-    picture.width = Number(data.displayWidth);
-    picture.height = Number(data.displayHeight);
-    picture.alt = data.title;
-    if (data.displaySrcset) picture.srcset = data.displaySrcset;
-    picture.src = data.displaySrc;
+    // A new element each time: the next picture never shows the previous one while loading.
+    var img = document.createElement("img");
+    img.alt = data.title;
+    img.dataset.naturalWidth = data.displayWidth;
+    img.dataset.naturalHeight = data.displayHeight;
+    fit(img);
+    if (data.displaySrcset) img.srcset = data.displaySrcset;
+    img.src = data.displaySrc;
+    if (picture) picture.remove();
+    figure.insertBefore(img, caption);
+    picture = img;
     caption.textContent = data.title;
     similarLink.href = link.href;
     opener = link;
     dialog.showModal();
   }
+
+  window.addEventListener("resize", function () {
+    if (picture && dialog.open) fit(picture);
+  });
 
   document.addEventListener("click", function (event) {
     if (event.defaultPrevented || event.button !== 0) return;

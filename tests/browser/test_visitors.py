@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from gallery.models import RENDITION_WIDTHS, Image, Rendition
+from gallery.models import RENDITION_SPECS, Image, Rendition
 from gallery.renditions import renditions_create
 from gallery.services import image_create, images_tag
 from tests.conftest import encode, photo_like, unit_vector, upload, wait_for
@@ -60,7 +60,7 @@ def test_the_gallery_shows_captioned_thumbnails_and_the_keyboard_opens_the_enlar
     expect(card_links(page)).to_have_count(len(PICTURES))
     pictures = pictures_loaded(page, ".card img")
     assert sorted(picture["alt"] for picture in pictures) == sorted(caption for caption, _, _ in PICTURES)
-    assert all(picture["src"].endswith(".jpg") for picture in pictures)
+    assert all(picture["src"].endswith(".avif") for picture in pictures)  # the cards' best format
     screenshot(page, "gallery")
 
     # Tab through the page, as a keyboard user does, to the first card.
@@ -157,7 +157,7 @@ def test_a_visitor_searches_by_uploading_a_photo(page, start_worker, screenshot)
     for seed in range(4):
         image_create(upload=upload(f"scene-{seed}.jpg", encode(photo_like(seed, (480, 360)))))
     wait_for(lambda: Image.objects.ready().count() == 4, timeout=90, message="the gallery to be embedded")
-    wait_for(lambda: Rendition.objects.count() == 4 * len(RENDITION_WIDTHS), timeout=60, message="renditions")
+    wait_for(lambda: Rendition.objects.count() == 4 * len(RENDITION_SPECS), timeout=60, message="renditions")
     # A smaller, recompressed copy of scene 2, as a visitor's own photo of it might be.
     photo = encode(photo_like(2, (480, 360)).resize((300, 225)), "JPEG", quality=75)
 

@@ -51,13 +51,18 @@ def test_no_public_url_returns_the_camera_metadata(staff_client):
     ]
     offered = set().union(*(urls_in(text) for text in public))
     assert len(offered) >= 6  # both images' renditions, on every page
+    formats = set()
     for url in offered:
         response = client.get(url)
         assert response.status_code == 200, url
-        with PILImage.open(io.BytesIO(b"".join(response.streaming_content))) as picture:
-            assert picture.format == "JPEG"
+        data = b"".join(response.streaming_content)
+        with PILImage.open(io.BytesIO(data)) as picture:
+            assert picture.format in ("JPEG", "WEBP", "AVIF"), url
+            formats.add(picture.format)
             assert not picture.getexif().get_ifd(GPS_IFD) and "exif" not in picture.info, url
+        assert b"Camera maker" not in data, url
 
+    assert formats == {"JPEG", "WEBP", "AVIF"}  # the cards' formats and the display JPEGs
     # The original has no public URL at all...
     assert located.file.url not in "".join(public)
     assert client.get(located.file.url).status_code == 404
@@ -236,12 +241,74 @@ METADATA = {
 }
 
 
-def renditions_of(content: bytes, name: str) -> list[bytes]:
+# What a WebP rendition may hold: the picture (lossy or lossless), its alpha, and the
+# extended header, whose flags must announce no ICC profile, EXIF or XMP.
+WEBP_PICTURE_CHUNKS = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH"}
+VP8X_ICC, VP8X_EXIF, VP8X_XMP = 0x20, 0x08, 0x04
+
+
+def webp_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP", "not a WebP"
+    assert int.from_bytes(data[4:8], "little") + 8 == len(data), "bytes after the RIFF container"
+    found, at = [], 12
+    while at < len(data):
+        fourcc, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        found.append((fourcc, data[at + 8 : at + 8 + size]))
+        at += 8 + size + size % 2
+    return found
+
+
+def isobmff_boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The top-level boxes of an AVIF (ISO base media) file: type and payload."""
+    found, at = [], 0
+    while at < len(data):
+        size, box_type = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[at + 8 : at + 16], "big"), 16
+        elif size == 0:
+            size = len(data) - at
+        found.append((box_type, data[at + header : at + size]))
+        at += size
+    return found
+
+
+def assert_pixels_only(image_format: str, data: bytes) -> None:
+    """The rendition's bytes hold the picture and what decoding it needs, nothing an uploader wrote."""
+    assert SECRET not in data
+    if image_format == "jpeg":
+        markers = jpeg_markers(data)
+        assert {marker for marker, _ in markers} <= ALLOWED_MARKERS, [hex(marker) for marker, _ in markers]
+        assert [payload[:5] for marker, payload in markers if marker == APP0] == [b"JFIF\x00"]
+    elif image_format == "webp":
+        chunks = webp_chunks(data)
+        assert {fourcc for fourcc, _ in chunks} <= WEBP_PICTURE_CHUNKS, [fourcc for fourcc, _ in chunks]
+        for fourcc, payload in chunks:
+            if fourcc == b"VP8X":
+                assert not payload[0] & (VP8X_ICC | VP8X_EXIF | VP8X_XMP), hex(payload[0])
+    else:
+        boxes = isobmff_boxes(data)
+        assert [box_type for box_type, _ in boxes] == [b"ftyp", b"meta", b"mdat"]
+        meta = dict(boxes)[b"meta"]
+        # No EXIF item, no XMP item (a "mime" item), no ICC profile ("prof"/"rICC" colour
+        # boxes): only the picture's item and its properties (size, bit depth, nclx colours).
+        for marker in (b"Exif", b"mime", b"prof", b"rICC"):
+            assert marker not in meta, marker
+    with PILImage.open(io.BytesIO(data)) as picture:
+        assert not picture.getexif() and "icc_profile" not in picture.info and "comment" not in picture.info
+        assert "xmp" not in picture.info and "exif" not in picture.info
+
+
+def renditions_of(content: bytes, name: str) -> list[tuple[str, str, bytes]]:
+    """(kind, format, bytes) of each rendition the upload gets."""
     from gallery.services import image_create
 
     image = image_create(upload=upload(name, content), enqueue=False)
     renditions_create(image=image)
-    return [rendition.file.read() for rendition in image.renditions.order_by("spec")]
+    return [
+        (rendition.kind, rendition.format, rendition.file.read())
+        for rendition in image.renditions.order_by("kind", "spec", "format")
+    ]
 
 
 @pytest.mark.parametrize("image_format, kind", list(METADATA), ids=[" / ".join(key) for key in METADATA])
@@ -253,26 +320,28 @@ def test_renditions_carry_pixels_only(image_format, kind):
 
     renditions = renditions_of(content, f"upload.{image_format.lower()}")
 
-    assert renditions
-    for data in renditions:
-        markers = jpeg_markers(data)
-        assert {marker for marker, _ in markers} <= ALLOWED_MARKERS, [hex(marker) for marker, _ in markers]
-        assert [payload[:5] for marker, payload in markers if marker == APP0] == [b"JFIF\x00"]
-        assert SECRET not in data
-        with PILImage.open(io.BytesIO(data)) as picture:
-            assert not picture.getexif() and "icc_profile" not in picture.info and "comment" not in picture.info
+    assert {rendition_format for _, rendition_format, _ in renditions} == {"jpeg", "webp", "avif"}
+    for _, rendition_format, data in renditions:
+        assert_pixels_only(rendition_format, data)
     if kind.startswith("ICC"):
         # Converted to sRGB before the profile was dropped: the bands look as they did tagged.
-        with PILImage.open(io.BytesIO(renditions[0])) as picture:
-            shown = [picture.getpixel((32 * band + 16, 16)) for band in range(3)]
         expected = [(0, 255, 0), (0, 0, 255), (255, 0, 0)]  # what the rotated primaries mean
-        for pixel, colour in zip(shown, expected):
+        display = next(data for rendition_kind, _, data in renditions if rendition_kind == "display")
+        with PILImage.open(io.BytesIO(display)) as picture:
+            shown = [picture.getpixel((32 * band + 16, 16)) for band in range(3)]
+        # A card shows the middle of the picture, the second band, in every format.
+        for rendition_kind, _, data in renditions:
+            if rendition_kind == "card":
+                with PILImage.open(io.BytesIO(data)) as picture:
+                    shown.append(picture.convert("RGB").getpixel((picture.width // 2, picture.height // 2)))
+                expected.append(expected[1])
+        for pixel, colour in zip(shown, expected, strict=True):
             assert max(abs(a - b) for a, b in zip(pixel, colour)) < 40, (shown, expected)
 
 
 def test_a_photo_tagged_srgb_keeps_its_colours():
     content = encode(primaries_picture(), icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    (data, *_) = renditions_of(content, "srgb.jpg")
+    data = next(data for kind, _, data in renditions_of(content, "srgb.jpg") if kind == "display")
     with PILImage.open(io.BytesIO(data)) as picture:
         shown = [picture.getpixel((32 * band + 16, 16)) for band in range(3)]
     for pixel, colour in zip(shown, PRIMARIES):
