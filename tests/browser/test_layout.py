@@ -180,6 +180,14 @@ def test_pages_say_what_they_are_to_crawlers_and_to_sites_a_link_is_shared_on(pa
         response = page.request.get(icon)
         assert response.ok and response.headers["content-type"].startswith("image/")
 
+    # A search sent without a photo (the browser's own check off) names its error the same way.
+    page.goto("/search/")
+    page.evaluate("() => { document.querySelector('form.search-form').noValidate = true; }")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    described = page.get_by_label("Your photo").get_attribute("aria-describedby").split()
+    assert len(described) == 2 and all(page.locator(f"#{id}").count() == 1 for id in described), described
+
     page.goto(f"/images/{image.pk}/?diverse=1")
     expect(page.get_by_role("heading", level=1)).to_have_text("Boats in the harbour")
     meta = page.eval_on_selector_all(
