@@ -1,148 +1,158 @@
-"""Pages under load: the site under gunicorn with production settings, driven by wrk.
+"""Pages against the stack's floor: each page's req/s as a ratio to ``/healthz`` in the same round.
 
-Assumes the bench database holds the images and vectors (``nn.run_size`` or
-``nn.site_table_prepare``). Each request asks for a random image, so the HNSW index is
-exercised across the whole graph.
+gunicorn as production runs it (``--config python:imagerec.gunicorn``, production settings, the
+cache in the bench's Redis), driven by wrk on loopback. One run measures, interleaved, round
+after round:
+
+- the floor: ``/healthz`` (Django, its middleware and gunicorn, no view work), at the start and
+  at the end of each round, and a static file through WhiteNoise;
+- cached pages: the same URLs repeated (each requested once beforehand);
+- conditional requests: a page's own ETag in ``If-None-Match``, answered 304;
+- uncached pages: a random URL each time out of thousands, the cache flushed first.
+
+Absolute req/s on a shared machine say little; the ratio to the floor measured minutes apart on
+the same cores holds on any machine. Beside each figure, the CPU each request cost each part
+(gunicorn, PostgreSQL, Redis, wrk) and the page cache's hits and misses from ``/metrics``.
+Assumes the bench database holds the site's tables (``nn.site_table_prepare``) and the bench
+tag (``tags.tag_prepare``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
-from pathlib import Path
 
 import common
 from common import log
 
 HOST = "bench.example"
 HEADERS = {"Host": HOST, "X-Forwarded-Proto": "https"}
-PAGES = {"gallery": "/", "recommendation": "/images/{id}/", "similar_json": "/api/images/{id}/similar/"}
+PARTS = ("gunicorn", "postgres", "redis", "wrk")
+P95_GOAL_MS = 50
+CACHED_URLS = 200
 WRK_SCRIPT = r"""
-local images = tonumber(os.getenv("BENCH_IMAGES"))
-local first = tonumber(os.getenv("BENCH_FIRST") or "1")
+local first = tonumber(os.getenv("BENCH_FIRST"))
+local count = tonumber(os.getenv("BENCH_COUNT"))
 local template = os.getenv("BENCH_PATH")
+local expected = tonumber(os.getenv("BENCH_STATUS"))
+local etag = os.getenv("BENCH_IF_NONE_MATCH") or ""
 wrk.headers["Host"] = "%(host)s"
 -- Production settings redirect plain HTTP: the proxy in front says the request came over HTTPS.
 wrk.headers["X-Forwarded-Proto"] = "https"
+if etag ~= "" then wrk.headers["If-None-Match"] = etag end
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
 function init(args)
+  unexpected = 0
   math.randomseed(os.time() + math.floor(os.clock() * 1e6) + tonumber(tostring({}):match("0x(%%x+)"), 16) %% 100000)
 end
 function request()
-  return wrk.format("GET", (template:gsub("{id}", tostring(math.random(first, first + images - 1)))))
+  return wrk.format("GET", (template:gsub("{n}", tostring(math.random(first, first + count - 1)))))
+end
+function response(status, headers, body)
+  if status ~= expected then unexpected = unexpected + 1 end
 end
 function done(summary, latency, requests)
+  local wrong = 0
+  for _, thread in ipairs(threads) do wrong = wrong + thread:get("unexpected") end
   local e = summary.errors
-  io.write(string.format('BENCH_JSON {"requests": %%d, "duration_us": %%d, "errors": %%d, ' ..
+  io.write(string.format('BENCH_JSON {"requests": %%d, "duration_us": %%d, "errors": %%d, "unexpected_status": %%d, ' ..
     '"p50_us": %%d, "p95_us": %%d, "p99_us": %%d}\n', summary.requests, summary.duration,
-    e.status + e.connect + e.read + e.write + e.timeout,
+    e.connect + e.read + e.write + e.timeout, wrong,
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """ % {"host": HOST}
 
 
-def gunicorn_start(workers: int) -> tuple[subprocess.Popen, int]:
-    """gunicorn with fixed options (the earlier runs' set-up), production settings, no broker."""
-    return _gunicorn(
-        ["imagerec.wsgi:application", "--workers", str(workers), "--backlog", "256", "--log-level", "warning"],
-        broker_url="redis://127.0.0.1:1/0",  # pages enqueue nothing
-        probe="/images/1/",
-    )
+class Target:
+    """One row of the benchmark: a path template whose ``{n}`` wrk fills with a random integer
+    in [first, first + count - 1] for every request."""
+
+    def __init__(self, name: str, label: str, group: str, goal: float | None, path: str, *, first: int = 1,
+                 count: int = 1, status: int = 200, if_none_match: str = "", warm: bool = False,
+                 flush: bool = False):
+        self.name, self.label, self.group, self.goal = name, label, group, goal
+        self.path, self.first, self.count, self.status = path, first, count, status
+        self.if_none_match, self.warm, self.flush = if_none_match, warm, flush
+
+    def urls(self) -> list[str]:
+        return [self.path.replace("{n}", str(n)) for n in range(self.first, self.first + self.count)]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "label": self.label, "group": self.group, "goal": self.goal, "path": self.path,
+                "first": self.first, "count": self.count, "status": self.status}
 
 
-def wrk(port: int, path: str, images: int, connections: int, seconds: float, script: str) -> dict:
-    output = subprocess.run(
-        ["wrk", "--threads", str(min(2, connections)), "--connections", str(connections), "--duration",
-         f"{int(seconds)}s", "--timeout", "10s", "--script", script, f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, env={**os.environ, "BENCH_IMAGES": str(images), "BENCH_PATH": path},
-        timeout=seconds + 60,
-    ).stdout
-    raw = json.loads(next(line for line in output.splitlines() if line.startswith("BENCH_JSON ")).split(" ", 1)[1])
-    return {"connections": connections, "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-            **{f"p{q}_ms": round(raw[f"p{q}_us"] / 1000, 2) for q in (50, 95, 99)},
-            "requests": raw["requests"], "errors": raw["errors"]}
+def targets(images: int, *, tag_slug: str, tag_images: int, static_path: str, etag: str) -> list[Target]:
+    """The rows, in the order a round measures them (``/healthz`` again closes the round)."""
+    from django.conf import settings
+
+    pages = -(-images // settings.GALLERY_PAGE_SIZE)
+    tag_pages = -(-tag_images // settings.GALLERY_PAGE_SIZE)
+    deep = max(1, pages - CACHED_URLS + 1)
+    rows = [
+        Target("healthz", "`/healthz`", "floor", None, "/healthz"),
+        Target("static", "a static file through WhiteNoise", "floor", None, static_path),
+        Target("recommendation_cached", "recommendation page", "cached", 0.8, "/images/{n}/", count=CACHED_URLS,
+               warm=True),
+        Target("similar_json_cached", "`/api/images/<id>/similar/`", "cached", 0.8, "/api/images/{n}/similar/",
+               count=CACHED_URLS, warm=True),
+        Target("gallery_first_cached", "gallery page 1", "cached", 0.8, "/", warm=True),
+        Target("gallery_deep_cached", f"gallery, deep (pages {deep:,}–{pages:,})", "cached", 0.8, "/?page={n}",
+               first=deep, count=pages - deep + 1, warm=True),
+        Target("gallery_tag_cached", f"gallery filtered by a tag (its {min(tag_pages, CACHED_URLS)} pages)", "cached",
+               0.8, f"/?tag={tag_slug}&page={{n}}", count=min(tag_pages, CACHED_URLS), warm=True),
+        Target("recommendation_304", "recommendation page, `If-None-Match` → 304", "conditional", 0.8,
+               f"/images/{images // 2}/", status=304, if_none_match=etag),
+        Target("recommendation_uncached", f"recommendation page (any of {images:,})", "uncached", 0.25,
+               "/images/{n}/", count=images, flush=True),
+        Target("similar_json_uncached", f"`/api/images/<id>/similar/` (any of {images:,})", "uncached", 0.25,
+               "/api/images/{n}/similar/", count=images, flush=True),
+        Target("gallery_uncached", f"gallery, any of its {pages:,} pages", "uncached", 0.4, "/?page={n}",
+               count=pages, flush=True),
+    ]
+    return [row for row in rows if row.status != 304 or etag]
 
 
-def queries_per_page(images: int) -> dict:
-    """SQL queries each page sends for a small and a large k, counted through Django."""
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
-    client, counts = Client(HTTP_HOST="localhost"), {}
-    for name, template in PAGES.items():
-        for k in (1, 20):
-            path = template.format(id=images // 2) + f"?k={k}"
-            client.get(path)
-            with CaptureQueriesContext(connection) as captured:
-                assert client.get(path).status_code == 200, path
-            counts.setdefault(name, {})[f"k={k}"] = len(captured)
-    return counts
+# --- gunicorn, Redis, the cores ----------------------------------------------------------------
 
 
-def run(images: int, *, workers: int, connection_levels: list[int], seconds: float) -> dict:
-    if shutil.which("wrk") is None:
-        raise SystemExit("The page benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk).")
-    result = {"images": images, "workers": workers, "seconds": seconds, "queries_per_page": queries_per_page(images)}
-    log(f"pages at {images:,} images: SQL queries per page {result['queries_per_page']}")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
-        script.flush()
-        server, port = gunicorn_start(workers)
-        try:
-            for name, path in PAGES.items():
-                wrk(port, path, images, 4, 2, script.name)  # warm every worker's connection and caches
-                result[name] = []
-                for connections in connection_levels:
-                    result[name].append(wrk(port, path, images, connections, seconds, script.name))
-                    log(f"  {name} c={connections}: {result[name][-1]['rps']} req/s, "
-                        f"p95 {result[name][-1]['p95_ms']} ms")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    return result
-
-
-# --- Visitors: recommendations cached and uncached, under gunicorn as production runs it ----------
-
-VISITOR_PAGES = {"recommendation": "/images/{id}/", "similar_json": "/api/images/{id}/similar/"}
-
-
-def gunicorn_production(broker_url: str, workers: int | None = None, **extra: str) -> tuple[subprocess.Popen, int]:
-    """gunicorn with the site's own configuration (imagerec/gunicorn.py: its worker count, access
-    log and keep-alive), production settings, the broker's Redis (and the cache in it, as the
-    settings place it by default)."""
-    if workers:
-        extra["WEB_CONCURRENCY"] = str(workers)
-    return _gunicorn(["--config", "python:imagerec.gunicorn", "imagerec.wsgi"], broker_url=broker_url, probe="/", **extra)
-
-
-def _gunicorn(arguments: list[str], *, broker_url: str, probe: str, **extra: str) -> tuple[subprocess.Popen, int]:
+def gunicorn_production(broker_url: str, **extra: str) -> tuple[subprocess.Popen, int]:
+    """gunicorn with the site's own configuration (imagerec/gunicorn.py), production settings, the
+    broker's Redis (and the cache in it, as the settings place it by default). ``extra``: more
+    environment, GUNICORN_CMD_ARGS for a variant, as a platform would set it."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "IMAGEREC_"))}
     environment.update(DJANGO_SETTINGS_MODULE="imagerec.settings.production", SECRET_KEY="bench-" + "x" * 40,
                        DEBUG="false", ALLOWED_HOSTS=HOST, DATABASE_URL=os.environ["DATABASE_URL"],
-                       CELERY_BROKER_URL=broker_url, METRICS_PUBLIC="true", STATIC_ROOT=str(common.DATA_DIR / "static"), **extra)
+                       CELERY_BROKER_URL=broker_url, METRICS_PUBLIC="true",
+                       STATIC_ROOT=str(common.DATA_DIR / "static"), **extra)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=common.ROOT,
                    env=environment, check=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *arguments],
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--config", "python:imagerec.gunicorn",
+         "imagerec.wsgi"],
         cwd=common.ROOT, env=environment, stdout=subprocess.DEVNULL,  # the access log, as a platform would take it
     )
     deadline = time.monotonic() + 60
     while True:
         try:
-            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{probe}", headers=HEADERS),
-                                        timeout=5):
-                return process, port
+            fetch(port, "/")
+            return process, port
         except OSError as error:  # HTTPError included: an error page means a broken set-up
             if process.poll() is not None or time.monotonic() > deadline or hasattr(error, "code"):
                 process.kill()
@@ -150,8 +160,19 @@ def _gunicorn(arguments: list[str], *, broker_url: str, probe: str, **extra: str
             time.sleep(0.3)
 
 
+def fetch(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={**HEADERS, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        if error.code != 304:
+            raise
+        return error.code, dict(error.headers), b""
+
+
 def cache_flush(broker_url: str) -> None:
-    """Every cached recommendation list dropped (what a bumped generation amounts to)."""
+    """Every cached page and recommendation list dropped (what a bumped generation amounts to)."""
     import redis
 
     from imagerec.settings.base import redis_cache_location
@@ -159,28 +180,37 @@ def cache_flush(broker_url: str) -> None:
     redis.Redis.from_url(redis_cache_location(broker_url)).flushdb()
 
 
-def fetch(port: int, path: str) -> None:
-    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=HEADERS),
-                                timeout=30) as response:
-        response.read()
+def static_path() -> str:
+    """The site's stylesheet under its hashed name, as a page links to it."""
+    manifest = json.loads((common.DATA_DIR / "static" / "staticfiles.json").read_text())
+    return "/static/" + manifest["paths"]["css/site.css"]
 
 
-def queries_cold_and_warm(images: int) -> dict:
-    """SQL queries per page with the list computed, then read from the cache."""
-    from django.core.cache import cache
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
+PAGE_CACHE_SAMPLE = re.compile(r"^(\w*page_?cache\w*?)(?:_total)?(\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE)
 
-    client, counts = Client(HTTP_HOST="localhost"), {}
-    for name, template in VISITOR_PAGES.items():
-        path = template.format(id=images // 3)
-        cache.clear()
-        for state in ("uncached", "cached"):
-            with CaptureQueriesContext(connection) as captured:
-                assert client.get(path).status_code == 200, path
-            counts.setdefault(name, {})[state] = len(captured)
+
+def page_cache_counts(port: int) -> dict:
+    """The page cache's counters summed over every worker process (``/metrics``): {name{labels}: n}."""
+    _, _, body = fetch(port, "/metrics")
+    counts: dict[str, float] = {}
+    for name, labels, value in PAGE_CACHE_SAMPLE.findall(body.decode()):
+        if name.endswith(("_created", "_bucket", "_sum", "_count")):
+            continue
+        key = name + (labels or "")
+        counts[key] = counts.get(key, 0.0) + float(value)
     return counts
+
+
+def hits_and_misses(before: dict, after: dict) -> dict | None:
+    """Hits and misses between two readings of ``page_cache_counts``, by the words in the names."""
+    if not after:
+        return None
+    delta = {key: after[key] - before.get(key, 0.0) for key in after}
+    # A 304 answered from the cache is a hit too.
+    hits = sum(v for k, v in delta.items() if re.search(r"hit|not_modified", k))
+    misses = sum(v for k, v in delta.items() if re.search(r"miss", k))
+    return {"hits": int(hits), "misses": int(misses),
+            "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None}
 
 
 def cpu_seconds_by_part(server_pid: int) -> dict:
@@ -194,13 +224,15 @@ def cpu_seconds_by_part(server_pid: int) -> dict:
     from devtools import services
 
     def tree(pid):
+        # A process's own time and its reaped children's (/proc's cutime and cstime): a worker
+        # recycled or a backend closed meanwhile leaves its time with its parent.
         try:
             root = psutil.Process(pid)
             total = 0.0
             for process in [root, *root.children(recursive=True)]:
                 try:
                     times = process.cpu_times()
-                    total += times.user + times.system
+                    total += times.user + times.system + times.children_user + times.children_system
                 except psutil.NoSuchProcess:
                     pass
             return total
@@ -214,78 +246,237 @@ def cpu_seconds_by_part(server_pid: int) -> dict:
             "wrk": children.ru_utime + children.ru_stime}
 
 
-def wrk_accounted(server_pid: int, *args) -> dict:
-    """wrk's figures, with the CPU milliseconds per request of each part and the machine's load."""
-    before = cpu_seconds_by_part(server_pid)
-    row = wrk(*args)
-    after = cpu_seconds_by_part(server_pid)
-    # A PostgreSQL backend that ended meanwhile (gunicorn reconnects after CONN_MAX_AGE) takes
-    # its CPU time with it: such a window has no figure for PostgreSQL.
-    row["cpu_ms_per_request"] = {part: round(1000 * (after[part] - before[part]) / max(1, row["requests"]), 2)
-                                 if after[part] >= before[part] else None for part in after}
+def wrk(port: int, target: Target, connections: int, seconds: float, script: str) -> dict:
+    environment = {**os.environ, "BENCH_PATH": target.path, "BENCH_FIRST": str(target.first),
+                   "BENCH_COUNT": str(target.count), "BENCH_STATUS": str(target.status),
+                   "BENCH_IF_NONE_MATCH": target.if_none_match}
+    output = subprocess.run(
+        ["wrk", "--threads", str(min(2, connections)), "--connections", str(connections), "--duration",
+         f"{int(seconds)}s", "--timeout", "10s", "--script", script, f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, env=environment, timeout=seconds + 60, check=True,
+    ).stdout
+    raw = json.loads(next(line for line in output.splitlines() if line.startswith("BENCH_JSON ")).split(" ", 1)[1])
+    return {"rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+            **{f"p{q}_ms": round(raw[f"p{q}_us"] / 1000, 2) for q in (50, 95, 99)},
+            "requests": raw["requests"], "errors": raw["errors"], "unexpected_status": raw["unexpected_status"]}
+
+
+def measure(server_pid: int, port: int, target: Target, connections: int, seconds: float, script: str) -> dict:
+    """wrk's figures, the CPU milliseconds per request of each part, the page cache's hits and the
+    machine's load."""
+    counts_before, before = page_cache_counts(port), cpu_seconds_by_part(server_pid)
+    row = wrk(port, target, connections, seconds, script)
+    after, counts_after = cpu_seconds_by_part(server_pid), page_cache_counts(port)
+    row["cpu_ms_per_request"] = {part: round(1000 * (after[part] - before[part]) / max(1, row["requests"]), 3)
+                                 for part in after}
+    row["page_cache"] = hits_and_misses(counts_before, counts_after)
     row["load_average"] = round(os.getloadavg()[0], 1)
     return row
 
 
-def run_visitors(images: int, *, broker_url: str, connection_levels: list[int], seconds: float,
-                 cached_images: int = 200, workers: int | None = None, profile_dir=None,
-                 gunicorn_arguments: str = "") -> dict:
-    """Each page uncached (every request a random one of ``images``, the cache flushed first:
-    about one request in a hundred finds its list already there) and cached (``cached_images``
-    URLs requested once beforehand, then repeated)."""
-    if shutil.which("wrk") is None:
-        raise SystemExit("The page benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk).")
-    result = {"images": images, "seconds": seconds, "cached_images": cached_images,
-              "queries_per_page": queries_cold_and_warm(images)}
-    log(f"visitors at {images:,} images: SQL queries per page {result['queries_per_page']}")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
-        script.flush()
-        # GUNICORN_CMD_ARGS, as a platform would set it: a variant of the site's configuration.
-        server, port = gunicorn_production(broker_url, workers,
-                                           **({"GUNICORN_CMD_ARGS": gunicorn_arguments} if gunicorn_arguments else {}))
-        try:
-            import psutil
+# --- One configuration, round after round --------------------------------------------------------
 
-            result["workers"] = len(psutil.Process(server.pid).children())
-            for name, path in VISITOR_PAGES.items():
-                wrk(port, path, images, 4, 2, script.name)  # warm every worker's connection
-                for state in ("uncached", "cached"):
-                    rows = result.setdefault(name, {})[state] = []
-                    for connections in connection_levels:
+
+def run_configuration(build_rows, *, broker_url: str, rounds: int, connections: int, seconds: float,
+                      floor_seconds: float, gunicorn_arguments: str = "") -> dict:
+    """``build_rows(port)``: the rows, once the server answers (a page's ETag is its answer)."""
+    import psutil
+
+    server, port = gunicorn_production(broker_url, **({"GUNICORN_CMD_ARGS": gunicorn_arguments}
+                                                      if gunicorn_arguments else {}))
+    result = {"gunicorn_arguments": gunicorn_arguments, "rounds": []}
+    try:
+        result["workers"] = len(psutil.Process(server.pid).children())
+        rows = build_rows(port)
+        result["targets"] = [row.describe() for row in rows]
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            script.write(WRK_SCRIPT)
+            script.flush()
+            for target in rows:  # every worker's connections, imports and caches warm
+                wrk(port, target, connections, 1, script.name)
+            for number in range(rounds):
+                # /healthz before every row and after the last: each row's floor is the mean of the
+                # two around it, seconds away, so a change in the machine's other load moves both.
+                measured, floors = {}, []
+                for target in [*rows[1:], None]:
+                    if target and target.flush:
                         cache_flush(broker_url)
-                        if state == "cached":
-                            for image_id in range(1, cached_images + 1):
-                                fetch(port, path.format(id=image_id))
-                        rows.append(wrk_accounted(server.pid, port, path,
-                                                  cached_images if state == "cached" else images, connections,
-                                                  seconds, script.name))
-                        log(f"  {name} {state} c={connections}: {rows[-1]['rps']} req/s, "
-                            f"p50 {rows[-1]['p50_ms']} ms, p95 {rows[-1]['p95_ms']} ms, CPU ms/request "
-                            f"{rows[-1]['cpu_ms_per_request']}, load {rows[-1]['load_average']}")
-            if profile_dir is not None:
-                result["profiles"] = profile(server.pid, port, images, broker_url, script.name, profile_dir)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+                    if target and target.warm:
+                        for url in target.urls():
+                            fetch(port, url)
+                    floors.append(measure(server.pid, port, rows[0], connections, floor_seconds, script.name))
+                    if target is None:
+                        break
+                    measured[target.name] = measure(server.pid, port, target, connections, seconds, script.name)
+                for name, row, before, after in zip(measured, measured.values(), floors, floors[1:]):
+                    row["floor_rps"] = round((before["rps"] + after["rps"]) / 2, 1)
+                    row["ratio"] = round(row["rps"] / row["floor_rps"], 3)
+                    log(f"  [{gunicorn_arguments or 'site config'}] round {number + 1} {name}: {row['rps']} req/s "
+                        f"(÷ /healthz {row['ratio']}), p95 {row['p95_ms']} ms, CPU ms/request "
+                        f"{row['cpu_ms_per_request']}, page cache {row['page_cache']}, "
+                        f"wrong status {row['unexpected_status']}, load {row['load_average']}")
+                healthz = {key: statistics.median(f[key] for f in floors)
+                           for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "load_average")}
+                healthz.update(ratio=1.0, floors=[f["rps"] for f in floors], requests=sum(f["requests"] for f in floors),
+                               errors=sum(f["errors"] for f in floors), page_cache=None,
+                               unexpected_status=sum(f["unexpected_status"] for f in floors),
+                               cpu_ms_per_request={part: round(statistics.median(f["cpu_ms_per_request"][part]
+                                                                                 for f in floors), 3)
+                                                   for part in PARTS})
+                measured[rows[0].name] = healthz
+                result["rounds"].append(measured)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result["summary"] = summarise(result["rounds"], rows)
     return result
 
 
-def profile(server_pid: int, port: int, images: int, broker_url: str, script: str, out_dir) -> dict:
-    """py-spy on every gunicorn worker while wrk drives each page uncached: where the time goes."""
-    import psutil
+def summarise(rounds: list[dict], rows: list[Target]) -> dict:
+    """Each row's median over the rounds: req/s, p95, the ratio to the floor of its own round,
+    CPU per request by part."""
+    summary = {}
+    for target in rows:
+        measured = [r[target.name] for r in rounds]
+        cpu = {part: [m["cpu_ms_per_request"][part] for m in measured if m["cpu_ms_per_request"][part] is not None]
+               for part in PARTS}
+        caches = [m["page_cache"] for m in measured if m.get("page_cache")]
+        hits, misses = sum(c["hits"] for c in caches), sum(c["misses"] for c in caches)
+        summary[target.name] = {
+            "rps": round(statistics.median(m["rps"] for m in measured), 1),
+            "p95_ms": round(statistics.median(m["p95_ms"] for m in measured), 2),
+            "ratio": round(statistics.median(m["ratio"] for m in measured), 3),
+            # The same comparison by CPU per request, all parts: what the ratio comes to on cores
+            # that serve nothing else.
+            "cpu_ratio": round(statistics.median(
+                sum(r[rows[0].name]["cpu_ms_per_request"].values()) / sum(r[target.name]["cpu_ms_per_request"].values())
+                for r in rounds), 3),
+            "cpu_ms_per_request": {part: round(statistics.median(values), 3) if values else None
+                                   for part, values in cpu.items()},
+            "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+            "errors": sum(m["errors"] + m["unexpected_status"] for m in measured),
+            "load_average": max(m["load_average"] for m in measured),
+        }
+    return summary
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    profiles = {}
-    for name, path in VISITOR_PAGES.items():
-        cache_flush(broker_url)
-        spies = [subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(child.pid), "--duration", "8", "--rate", "200",
-                                   "--format", "raw", "--output", str(out_dir / f"{name}-{child.pid}.txt"), "--nonblocking"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for child in psutil.Process(server_pid).children()]
-        time.sleep(1)
-        wrk(port, path, images, 4, 8, script)
-        for spy in spies:
-            spy.wait(timeout=60)
-        profiles[name] = sorted(str(p) for p in out_dir.glob(f"{name}-*.txt"))
-    return profiles
+
+def run(images: int, *, broker_url: str, tag_slug: str, tag_images: int, rounds: int = 2, connections: int = 4,
+        seconds: float = 8, floor_seconds: float = 4, variants: list[str] = ()) -> dict:
+    """The site's gunicorn configuration, then each variant (GUNICORN_CMD_ARGS), each through the
+    same interleaved rounds."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("The page benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk).")
+    connection = common.connect()
+    with connection.cursor() as cursor:
+        machine = common.machine_description(cursor)
+    connection.close()
+
+    def build_rows(port: int) -> list[Target]:
+        _, headers, _ = fetch(port, f"/images/{images // 2}/")
+        return targets(images, tag_slug=tag_slug, tag_images=tag_images, static_path=static_path(),
+                       etag=headers.get("ETag", ""))
+
+    result = {"images": images, "rounds": rounds, "connections": connections, "seconds": seconds,
+              "floor_seconds": floor_seconds, "machine": machine, "configurations": {}}
+    for arguments in ["", *variants]:
+        log(f"pages at {images:,} images, {arguments or 'the site configuration'}: {rounds} rounds")
+        result["configurations"][arguments] = run_configuration(build_rows, broker_url=broker_url, rounds=rounds,
+                                                               connections=connections, seconds=seconds,
+                                                               floor_seconds=floor_seconds,
+                                                               gunicorn_arguments=arguments)
+    return result
+
+
+# --- The report: the "Pages against the floor" section of docs/benchmarks.md ---------------------
+
+PLOT_FILE = common.DOCS_DIR / "img" / "pages-ratios.png"
+
+
+def met(target: dict, row: dict) -> str:
+    if target["goal"] is None:
+        return "floor"
+    ok = row["ratio"] >= target["goal"] and row["p95_ms"] <= P95_GOAL_MS and row["errors"] == 0
+    return "met" if ok else "**not met**"
+
+
+def configuration_name(arguments: str, configuration: dict) -> str:
+    return f"`{arguments}`" if arguments else f"the site's ({configuration['workers']} sync workers)"
+
+
+def cpu_cells(row: dict) -> list:
+    cpu = row["cpu_ms_per_request"]
+    total = sum(value for value in cpu.values() if value is not None)
+    return [" / ".join("—" if cpu[part] is None else f"{cpu[part]:.2f}" for part in PARTS), f"{total:.2f}"]
+
+
+def report(result: dict, runs: list[dict]) -> None:
+    site = result["configurations"][""]
+    by_name = {target["name"]: target for target in site["targets"]}
+    rows = []
+    for name, target in by_name.items():
+        row = site["summary"][name]
+        goal = "—" if target["goal"] is None else f"≥ {target['goal']}, p95 ≤ {P95_GOAL_MS} ms"
+        rows.append([target["group"], target["label"], goal, f"{row['rps']:,.0f}", f"{row['ratio']:.2f}",
+                     row["p95_ms"], met(target, row), *cpu_cells(row), f"{row['cpu_ratio']:.2f}",
+                     "" if row["hit_rate"] is None else f"{100 * row['hit_rate']:.0f} %", row["errors"]])
+    values = {
+        "pages.table": common.table(
+            ["kind", "page", "goal (÷ `/healthz`)", "req/s", "÷ `/healthz`", "p95 ms", "", "CPU ms per request: "
+             + " / ".join(PARTS), "CPU ms per request, all parts", "÷ `/healthz` by CPU per request",
+             "page cache hits", "errors"], rows, align="lllrrrllrrrr"),
+        "pages.images": f"{result['images']:,}", "pages.rounds": str(result["rounds"]),
+        "pages.seconds": f"{result['seconds']:.0f}", "pages.connections": str(result["connections"]),
+        "pages.workers": str(site["workers"]), "pages.floor_seconds": f"{result['floor_seconds']:.0f}",
+        "pages.load": f"{min(r['load_average'] for r in site['summary'].values()):.1f}–"
+                      f"{max(r['load_average'] for r in site['summary'].values()):.1f}",
+        "pages.runs": "; ".join(f"`{run['command']}` ({run['started']})" for run in runs),
+    }
+    machine = result["machine"]
+    values["pages.machine"] = (
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; {machine['os']}; "
+        f"PostgreSQL {machine['postgresql']} with pgvector {machine['pgvector']}; Python {machine['python']}")
+    configurations = list(result["configurations"].items())
+    if len(configurations) > 1:
+        headers = ["page"] + [f"{configuration_name(a, c)}: ÷ `/healthz` (req/s, p95 ms)" for a, c in configurations]
+        variant_rows = []
+        for name, target in by_name.items():
+            variant_rows.append([target["label"]] + [
+                f"{c['summary'][name]['ratio']:.2f} ({c['summary'][name]['rps']:,.0f}, {c['summary'][name]['p95_ms']})"
+                if name in c["summary"] else "" for _, c in configurations])
+        variant_rows.append(["CPU ms per request at `/healthz`, all parts"] + [
+            cpu_cells(c["summary"]["healthz"])[1] for _, c in configurations])
+        values["pages.variants"] = common.table(headers, variant_rows)
+    plot(result)
+    common.fill(common.DOCS_DIR / "benchmarks.md", values, others=("",))
+
+
+def plot(result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configurations = list(result["configurations"].items())
+    names = [t["name"] for t in configurations[0][1]["targets"]]
+    labels = [t["label"].replace("`", "") for t in configurations[0][1]["targets"]]
+    goals = [t["goal"] for t in configurations[0][1]["targets"]]
+    height = 0.8 / len(configurations)
+    figure, axis = plt.subplots(figsize=(10, 0.55 * len(names) + 1.5))
+    for index, (arguments, configuration) in enumerate(configurations):
+        ratios = [configuration["summary"].get(name, {}).get("ratio", 0) for name in names]
+        axis.barh([i + index * height for i in range(len(names))], ratios, height=height,
+                  label=configuration_name(arguments, configuration).replace("`", ""))
+    for i, goal in enumerate(goals):
+        if goal is not None:
+            axis.plot([goal, goal], [i - 0.1, i + 0.8 - 0.1], color="red", linewidth=2)
+    axis.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    axis.set(xlabel="req/s ÷ /healthz's in the same round (red: the goal)",
+             title=f"Pages at {result['images']:,} images against the stack's floor "
+                   f"({result['connections']} connections, median of {result['rounds']} rounds)")
+    axis.legend(fontsize=8, loc="lower right")
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(PLOT_FILE, dpi=110)
+    plt.close(figure)

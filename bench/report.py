@@ -21,8 +21,6 @@ LARGE_RECALL = RECALL_TARGET + 0.01
 LATENCY_TARGET_MS = 5.0
 TIE_FACTOR = 1.10  # latencies within 10 % tie (noise on a shared machine)
 SPEEDUP_TARGET = 20
-PAGE_RPS_TARGET = 300
-PAGE_P95_TARGET_MS = 50
 LAYOUT_ORDER = ["vector", "vector_plain", "halfvec"]
 
 
@@ -174,9 +172,7 @@ def plots(results: dict, choice: dict | None) -> None:
     figure.savefig(common.DOCS_DIR / "img" / "recall-latency.png", dpi=110)
     plt.close(figure)
 
-    pages = results.get("pages")
-    figure, axes = plt.subplots(1, 3 if pages else 1, figsize=(16.5 if pages else 5.5, 4.2), squeeze=False)
-    axis = axes[0][0]
+    figure, axis = plt.subplots(figsize=(5.5, 4.2))
     for run, layout, index, point in all_points(results):
         if "throughput" in point and (not choice or point["ef_search"] == choice["ef_search"]
                                       or len(index["ef_search"]) == 1):
@@ -185,22 +181,6 @@ def plots(results: dict, choice: dict | None) -> None:
     axis.set(title="Nearest-neighbour queries", xlabel="concurrent clients", ylabel="queries per second", xticks=[1, 2])
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
-    if pages:
-        rps_axis, p95_axis = axes[0][1], axes[0][2]
-        for name in ("gallery", "recommendation", "similar_json"):
-            connections = [r["connections"] for r in pages[name]]
-            rps_axis.plot(connections, [r["rps"] for r in pages[name]], marker="o", label=name)
-            p95_axis.plot(connections, [r["p95_ms"] for r in pages[name]], marker="o", label=name)
-        rps_axis.axhline(PAGE_RPS_TARGET, color="red", linestyle="--", linewidth=1)
-        p95_axis.axhline(PAGE_P95_TARGET_MS, color="red", linestyle="--", linewidth=1)
-        rps_axis.set(title=f"Pages at {pages['images']:,} images (gunicorn, {pages['workers']} workers)",
-                     ylabel="requests per second")
-        p95_axis.set(title="Page latency", ylabel="p95 latency, ms")
-        for a in (rps_axis, p95_axis):
-            a.set_xlabel("concurrent connections (wrk)")
-            a.set_xscale("log", base=2)
-            a.legend(fontsize=7)
-            a.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(common.DOCS_DIR / "img" / "throughput.png", dpi=110)
     plt.close(figure)
@@ -236,24 +216,6 @@ def values(results: dict, choice: dict | None) -> dict:
                    rec_exact=index.get("exact_p50_ms", largest["layouts"][choice["layout"]]["exact"]["p50_ms"]),
                    recall_met=met(point["recall"] >= RECALL_TARGET), p50_met=met(point["p50_ms"] <= LATENCY_TARGET_MS),
                    speedup_met=met(point["speedup_vs_exact"] >= SPEEDUP_TARGET))
-    pages = results.get("pages")
-    if pages:
-        for name in ("recommendation", "similar_json"):
-            passing = [r for r in pages[name] if r["p95_ms"] <= PAGE_P95_TARGET_MS and r["errors"] == 0]
-            best = max(passing or pages[name], key=lambda r: r["rps"])
-            out[f"page_best.{name}"] = f"{best['rps']} req/s, p95 {best['p95_ms']} ms ({best['connections']} connections)"
-            out[f"page_met.{name}"] = met(bool(passing) and best["rps"] >= PAGE_RPS_TARGET)
-        counts = pages["queries_per_page"]
-        out.update(page_workers=pages["workers"], page_seconds=f"{pages['seconds']:.0f}",
-                   page_images=f"{pages['images']:,}",
-                   page_counts=", ".join(f"{name} {list(per_k.values())[0]}" for name, per_k in counts.items()),
-                   counts_met=met(all(len(set(per_k.values())) == 1 for per_k in counts.values())),
-                   page_queries="; ".join(f"{name}: {', '.join(f'{k} → {v}' for k, v in per_k.items())}"
-                                          for name, per_k in counts.items()),
-                   pages=table(["page", "connections", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
-                               [[name, r["connections"], r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"]]
-                                for name in ("gallery", "recommendation", "similar_json") for r in pages[name]]))
-
     if choice:
         layout = runs[0]["layouts"].get(choice["layout"]) or largest["layouts"][choice["layout"]]
         compared = choice["layout_compared_at"]
@@ -360,7 +322,7 @@ def write(results: dict) -> None:
         raise SystemExit("No query results in bench/out/results.json: run bench/run_all.py first.")
     choice = recommend(results)
     plots(results, choice)
-    common.fill(DOCS_FILE, values(results, choice), others=("ingest.", "search.", "visitors."))
+    common.fill(DOCS_FILE, values(results, choice), others=("ingest.", "search.", "visitors.", "pages."))
 
 
 if __name__ == "__main__":

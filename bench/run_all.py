@@ -4,6 +4,7 @@
     .venv/bin/python bench/run_all.py --quick            # 10k, short runs
     .venv/bin/python bench/run_all.py --sizes 1000000    # one size; the others' results are kept
     .venv/bin/python bench/run_all.py --only pages       # one part: nn, pages or precompute
+    .venv/bin/python bench/run_all.py --only pages --page-variants ""   # the site's gunicorn only
     .venv/bin/python bench/run_all.py --report-only
 
 Index parameters are swept at --sweep-size; larger sizes build only the configuration the
@@ -15,7 +16,6 @@ keyed by size; every invocation is listed there, so a report may combine several
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -52,10 +52,13 @@ def arguments(argv):
     add("--seconds", type=float, default=5, help="duration of each throughput run")
     add("--naive-max", type=int, default=100_000, help="largest size that also times bulk_create")
     add("--page-size", type=int, default=100_000, help="size at which pages are loaded")
-    add("--page-seconds", type=float, default=10)
-    add("--page-connections", type=ints, default=ints("1,2,4,8,16"))
-    # One sync worker per core measured best on two cores (2, 3 and 4 tried).
-    add("--workers", type=int, default=os.cpu_count(), help="gunicorn workers (default: one per core)")
+    add("--page-seconds", type=float, default=8, help="duration of each wrk run")
+    add("--page-rounds", type=int, default=2, help="interleaved rounds; each page's median is reported")
+    add("--page-connections", type=int, default=4)
+    add("--page-variants", type=lambda text: [v.strip() for v in text.split(";") if v.strip()],
+        default=["--worker-class gthread --threads 2", "--max-requests 0"],
+        help="GUNICORN_CMD_ARGS measured beside the site's configuration, separated by ';'")
+    add("--page-tag-fraction", type=float, default=0.01, help="share of the images the bench tag covers")
     add("--skip-pages", action="store_true")
     add("--skip-precompute", action="store_true")
     add("--report-only", action="store_true")
@@ -67,7 +70,7 @@ def arguments(argv):
         options.sweep, options.ef_search = pairs("16/64,16/128"), ints("20,40,80")
         options.queries, options.exact_queries = 50, 20
         options.seconds, options.page_seconds = 2, 3
-        options.page_size, options.page_connections = min(options.sizes), ints("1,4,8")
+        options.page_size, options.page_rounds, options.page_variants = min(options.sizes), 1, []
         options.naive_max = 10_000
     options.sizes = options.sizes or [10_000, 100_000, 1_000_000]
     return options
@@ -100,10 +103,18 @@ def measure_size(n: int, options, results: dict) -> None:
 def pages_measure(options, results: dict) -> None:
     import nn
     import pages
+    import tags
+
+    from devtools import services
 
     nn.site_table_prepare(options.page_size)
-    results["pages"] = pages.run(options.page_size, workers=options.workers,
-                                 connection_levels=options.page_connections, seconds=options.page_seconds)
+    tags.tag_prepare(options.page_size, options.page_tag_fraction)
+    broker_url = services.redis_url(services.redis_start(common.DATA_DIR))
+    results["pages"] = pages.run(options.page_size, broker_url=broker_url, tag_slug=tags.TAG_SLUG,
+                                 tag_images=int(options.page_size * options.page_tag_fraction),
+                                 rounds=options.page_rounds, connections=options.page_connections,
+                                 seconds=options.page_seconds, variants=options.page_variants)
+    results["pages"]["command"] = results["runs"][-1]
     common.save("results.json", results)
 
 
@@ -141,7 +152,12 @@ def main(argv=None) -> int:
 
             results["precompute"] = precompute.run(small)
             common.save("results.json", results)
-    report.write(results)
+    if results.get("sizes"):
+        report.write(results)
+    if results.get("pages", {}).get("configurations"):
+        import pages
+
+        pages.report(results["pages"], [results["pages"]["command"]])
     return 0
 
 
