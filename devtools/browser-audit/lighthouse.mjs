@@ -1,5 +1,5 @@
 // Lighthouse on several pages in one process and one browser: node lighthouse.mjs mobile|desktop URL...
-// Prints one JSON object: {url: {scores: {category: score}, cls, failing: [audit titles]}}.
+// Prints one JSON object: {url: {scores: {category: score}, cls, totalByteWeight, failing: [audits]}}.
 // The browser is the one CHROME_PATH names (Debian's chromium), started once for every page.
 import * as chromeLauncher from "chrome-launcher";
 import lighthouse from "lighthouse";
@@ -23,14 +23,19 @@ try {
   for (const url of urls) {
     const runnerResult = await lighthouse(
       url,
-      { port: chrome.port, output: "json", logLevel: "error" },
+      // A 404 page is audited too (its SEO then fails the http-status-code audit, as it must).
+      { port: chrome.port, output: "json", logLevel: "error", ignoreStatusCode: true },
       preset === "desktop" ? desktopConfig : undefined,
     );
     const { categories, audits } = runnerResult.lhr;
+    const categoriesOf = (id) => Object.keys(categories).filter((category) =>
+      categories[category].auditRefs.some((ref) => ref.id === id && ref.weight > 0));
     const failing = Object.values(audits)
       .filter((audit) => audit.score !== null && audit.score < 0.9 && audit.scoreDisplayMode !== "informative"
         && audit.scoreDisplayMode !== "notApplicable" && audit.scoreDisplayMode !== "manual")
-      .map((audit) => `${audit.id}: ${audit.title}${audit.displayValue ? ` (${audit.displayValue})` : ""}`);
+      .map((audit) => ({
+        id: audit.id, title: audit.title, displayValue: audit.displayValue ?? "", categories: categoriesOf(audit.id),
+      }));
     results[url] = {
       scores: Object.fromEntries(Object.entries(categories).map(([id, category]) => [id, category.score])),
       cls: audits["cumulative-layout-shift"].numericValue ?? null,
