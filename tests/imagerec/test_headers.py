@@ -3,12 +3,25 @@ and how long pictures and static files may be kept (and in which encoding they c
 
 from __future__ import annotations
 
+import gzip
+import http.client
+import os
+import shutil
+
 import brotli
 import pytest
 from django.core.management import call_command
 from django.test import Client, override_settings
 
 from gallery.renditions import renditions_create
+from gallery.services import image_create
+from tests.test_request_limits import start_server, upload_dir  # noqa: F401 (fixtures)
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +107,41 @@ def test_production_static_files_come_brotli_compressed_and_hashed_ones_immutabl
     assert "immutable" in response.headers["Cache-Control"]
     original = (settings.BASE_DIR / "static" / "css" / "site.css").read_bytes()
     assert brotli.decompress(b"".join(response.streaming_content)) == original
+
+
+@pytest.mark.end_to_end
+def test_behind_caddy_pages_come_compressed_and_renditions_are_kept_for_good(start_server, tmp_path, settings):
+    """deploy/Caddyfile in front of gunicorn, as docker-compose.yml runs them."""
+    from tests.conftest import encode, photo_like, upload
+    from tests.test_request_limits import Caddy
+
+    if shutil.which("caddy") is None:
+        _unavailable("caddy is not installed (Debian: apt-get install caddy; make test tries as root)")
+    image = image_create(upload=upload("harbour.jpg", encode(photo_like(3, (800, 600)))), enqueue=False)
+    rendition = renditions_create(image=image)[0]
+    server = start_server(TRUSTED_PROXY_COUNT="1")
+    folder = tmp_path / "caddy"
+    folder.mkdir()
+    proxy = Caddy(server.port, folder, RENDITIONS_ROOT=str(settings.MEDIA_ROOT / "renditions"))
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+
+        def get(path: str, **headers: str):
+            connection.request("GET", path, headers={"Host": f"localhost:{proxy.port}", **headers})
+            response = connection.getresponse()
+            return response, response.read()
+
+        page, body = get("/search/", **{"Accept-Encoding": "gzip"})
+        assert page.status == 200
+        assert page.headers["Content-Encoding"] == "gzip"
+        assert b"Search by photo" in gzip.decompress(body)
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+        picture, body = get(rendition.file.url)
+        assert picture.status == 200 and body == rendition.file.open("rb").read()
+        assert picture.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert picture.headers["Last-Modified"]
+        revalidated, _ = get(rendition.file.url, **{"If-None-Match": picture.headers["ETag"]})
+        assert revalidated.status == 304
+    finally:
+        proxy.stop()
