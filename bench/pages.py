@@ -446,6 +446,21 @@ def report(result: dict, runs: list[dict]) -> None:
         variant_rows.append(["CPU ms per request at `/healthz`, all parts"] + [
             cpu_cells(c["summary"]["healthz"])[1] for _, c in configurations])
         values["pages.variants"] = common.table(headers, variant_rows)
+    ingest = result.get("ingest")
+    if ingest:
+        def share(rate):
+            return "—" if rate is None else f"{100 * rate:.0f} %"
+
+        ingest_rows = [[by_name[name]["label"], share(idle["hit_rate"]), share(during["hit_rate"]),
+                        f"{during['hits']:,} / {during['misses']:,}", f"{idle['rps']:,.0f} → {during['rps']:,.0f}",
+                        f"{idle['p95_ms']} → {during['p95_ms']}"]
+                       for name, idle, during in ((n, ingest["idle"][n], ingest["ingest"][n]) for n in ingest["idle"])]
+        values["pages.ingest"] = common.table(
+            ["page (cached set)", "hit rate, worker idle", "hit rate during the ingest", "hits / misses during",
+             "req/s, idle → ingest", "p95 ms, idle → ingest"], ingest_rows)
+        values["pages.ingest_window"] = f"{ingest['window_seconds']:.0f}"
+        values["pages.ingest_summary"] = (f"{ingest['ready']:,} of {ingest['uploads']:,} images uploaded and embedded "
+                                          f"in {ingest['ingest_seconds']:.0f} s")
     plot(result)
     common.fill(common.DOCS_DIR / "benchmarks.md", values, others=("",))
 
@@ -480,3 +495,103 @@ def plot(result: dict) -> None:
     figure.tight_layout()
     figure.savefig(PLOT_FILE, dpi=110)
     plt.close(figure)
+
+
+# --- Hit rates while a worker embeds new images ------------------------------------------------------
+
+
+def photos_make(count: int, first_seed: int) -> list[bytes]:
+    """Small distinct JPEGs: the worker's work per image is not what this measures, its
+    invalidations are."""
+    import io
+
+    from imaging import synthetic_photo
+
+    photos = []
+    for index in range(count):
+        buffer = io.BytesIO()
+        synthetic_photo(first_seed + index, (640, 480)).save(buffer, "JPEG", quality=85)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def uploads_run(photos: list[bytes], image_ids: list[int]) -> None:
+    """image_create for each photo, one after another, as the upload form calls it."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db import connection, transaction
+
+    from gallery.services import image_create
+
+    try:
+        for index, data in enumerate(photos):
+            with transaction.atomic():
+                image = image_create(upload=SimpleUploadedFile(f"ingest-{index}.jpg", data, content_type="image/jpeg"),
+                                     caption=f"Ingested {index}")
+            image_ids.append(image.pk)
+    finally:
+        connection.close()
+
+
+def ingest_hit_rates(images: int, *, broker_url: str, tag_slug: str, tag_images: int, uploads: int = 1000,
+                     connections: int = 4, window_seconds: float = 3) -> dict:
+    """The cached pages driven in turn, in short windows, first with the worker idle, then while
+    ``uploads`` new images are uploaded and a worker as the Procfile runs it (embeddings,
+    renditions, default) embeds them: the page cache's hit rate of each, from its own counters."""
+    import threading
+
+    from devtools.workers import WorkerProcess
+    from gallery.models import Image
+
+    photos = photos_make(uploads, first_seed=int(time.time()))
+    server, port = gunicorn_production(broker_url)
+    worker = WorkerProcess(dict(os.environ), queues="embeddings,renditions,default")
+    result = {"uploads": uploads, "window_seconds": window_seconds, "connections": connections}
+    try:
+        worker.start(common.DATA_DIR / "workers")
+        rows = [row for row in targets(images, tag_slug=tag_slug, tag_images=tag_images, static_path="/healthz",
+                                       etag="") if row.group == "cached"]
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            script.write(WRK_SCRIPT)
+            script.flush()
+
+            def windows(until) -> dict:
+                by_page: dict[str, list] = {row.name: [] for row in rows}
+                while True:
+                    for row in rows:
+                        by_page[row.name].append(measure(server.pid, port, row, connections, window_seconds,
+                                                         script.name))
+                    if until():
+                        return {name: window_summary(measured) for name, measured in by_page.items()}
+
+            for row in rows:
+                for url in row.urls():
+                    fetch(port, url)
+            result["idle"] = windows(lambda: True)
+            log(f"  page cache, worker idle: {result['idle']}")
+            image_ids: list[int] = []
+            uploader = threading.Thread(target=uploads_run, args=(photos, image_ids), daemon=True)
+            started = time.monotonic()
+            uploader.start()
+
+            def ingested() -> bool:
+                return (not uploader.is_alive()
+                        and Image.objects.filter(pk__in=image_ids).ready().count() == len(image_ids))
+
+            result["ingest"] = windows(ingested)
+            result["ingest_seconds"] = round(time.monotonic() - started, 1)
+            result["ready"] = Image.objects.filter(pk__in=image_ids).ready().count()
+            log(f"  page cache, {result['ready']} images ingested in {result['ingest_seconds']} s: {result['ingest']}")
+    finally:
+        worker.stop()
+        server.terminate()
+        server.wait(timeout=30)
+    return result
+
+
+def window_summary(measured: list[dict]) -> dict:
+    hits = sum(m["page_cache"]["hits"] for m in measured if m["page_cache"])
+    misses = sum(m["page_cache"]["misses"] for m in measured if m["page_cache"])
+    return {"windows": len(measured), "hits": hits, "misses": misses,
+            "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+            "rps": round(statistics.median(m["rps"] for m in measured), 1),
+            "p95_ms": round(statistics.median(m["p95_ms"] for m in measured), 2)}

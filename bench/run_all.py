@@ -59,6 +59,8 @@ def arguments(argv):
         default=["--worker-class gthread --threads 2", "--max-requests 0"],
         help="GUNICORN_CMD_ARGS measured beside the site's configuration, separated by ';'")
     add("--page-tag-fraction", type=float, default=0.01, help="share of the images the bench tag covers")
+    add("--page-ingest", type=int, default=1000, help="images uploaded and embedded by a worker while the cached "
+        "pages are driven, for the page cache's hit rates (0: not measured)")
     add("--skip-pages", action="store_true")
     add("--skip-precompute", action="store_true")
     add("--report-only", action="store_true")
@@ -106,7 +108,11 @@ def pages_measure(options, results: dict) -> None:
     import tags
 
     from devtools import services
+    from similarity.models import Embedding
+    from similarity.weights import model_identity
 
+    if Embedding.objects.exclude(model_identity=model_identity()).exists():  # another model's vectors
+        Embedding.objects.all().delete()
     nn.site_table_prepare(options.page_size)
     tags.tag_prepare(options.page_size, options.page_tag_fraction)
     broker_url = services.redis_url(services.redis_start(common.DATA_DIR))
@@ -116,11 +122,20 @@ def pages_measure(options, results: dict) -> None:
                                  seconds=options.page_seconds, variants=options.page_variants)
     results["pages"]["command"] = results["runs"][-1]
     common.save("results.json", results)
+    if options.page_ingest:
+        results["pages"]["ingest"] = pages.ingest_hit_rates(
+            options.page_size, broker_url=broker_url, tag_slug=tags.TAG_SLUG,
+            tag_images=int(options.page_size * options.page_tag_fraction), uploads=options.page_ingest,
+            connections=options.page_connections)
+        common.save("results.json", results)
 
 
 def database_measure(options, results: dict) -> None:
     """Everything that needs the bench's PostgreSQL: queries, loading, pages."""
-    common.django_setup(common.DATA_DIR)
+    # A broker, media and the random weights for the page benchmark's ingest (a worker embeds
+    # uploads; nothing downloads weights); the vectors the bench loads take the same identity.
+    common.django_setup(common.DATA_DIR, broker=True, MEDIA_ROOT=str(common.DATA_DIR / "media"),
+                        EMBEDDING_WEIGHTS="random")
     try:
         common.cluster_configure()
         for n in sorted(options.sizes) if options.only in (None, "nn") else []:
