@@ -41,12 +41,12 @@ LIGHTHOUSE_MINIMUM = 0.95
 @pytest.fixture
 def public_pages(transactional_db, settings) -> dict[str, str]:
     """{name: path} of every public page, over a gallery of captioned, tagged pictures with
-    renditions, paginated so that it has a second page. The pictures are as large as a
-    camera's small setting, so that no page shows a picture blown up past its pixels."""
+    renditions, paginated so that it has a second page. The pictures are large enough that no
+    page shows one blown up past its pixels, on a phone's dense screen included."""
     settings.GALLERY_PAGE_SIZE = 4
     images = []
     for seed, (caption, vector, tags) in enumerate(PICTURES):
-        image = image_create(upload=upload(f"photo-{seed}.jpg", encode(photo_like(seed, (1600, 1200)))), enqueue=False)
+        image = image_create(upload=upload(f"photo-{seed}.jpg", encode(photo_like(seed, (1024, 768)))), enqueue=False)
         Image.objects.filter(pk=image.pk).update(caption=caption)
         Embedding.objects.create(image=image, model_identity=model_identity(), vector=unit_vector(*vector))
         EmbeddingJob.objects.filter(image=image, model_identity=model_identity()).update(status=Image.Status.READY)
