@@ -7,7 +7,8 @@
 (() => {
   const button = document.querySelector(".explorer-open");
   const target = document.getElementById("swagger-ui");
-  if (!button || !target) return;
+  const files = document.getElementById("explorer-files");
+  if (!button || !target || !files) return;
 
   const load = (element) => new Promise((resolve, reject) => {
     element.addEventListener("load", resolve);
@@ -17,10 +18,13 @@
 
   const open = async () => {
     button.disabled = true;
-    const stylesheet = Object.assign(document.createElement("link"), { rel: "stylesheet", href: button.dataset.stylesheet });
-    await load(stylesheet);
-    for (const src of button.dataset.scripts.split(" ")) {
-      await load(Object.assign(document.createElement("script"), { src }));
+    // The files the page lists in its inert <template>, one after the other: each script
+    // needs the one before it.
+    for (const link of files.content.querySelectorAll("link")) {
+      await load(Object.assign(document.createElement("link"), { rel: "stylesheet", href: link.getAttribute("href") }));
+    }
+    for (const script of files.content.querySelectorAll("script")) {
+      await load(Object.assign(document.createElement("script"), { src: script.getAttribute("src") }));
     }
     button.remove();
     target.focus();
