@@ -19,7 +19,7 @@ RENDITION_WIDTHS = (320, 640, 1280)
 # Gallery cards show the picture cropped to a fixed 3:2 shape (static/css/site.css), from
 # about 220 CSS pixels wide (four columns) to 480 (one column on a phone): 320 and 640
 # pixels cover ordinary and dense screens. Cropped to that shape, no pixel sent is hidden
-# by the card; AVIF is about a third of the JPEG's bytes, WebP about half, and a browser
+# by the card; AVIF is about half the JPEG's bytes, WebP about two thirds, and a browser
 # takes the first of these formats it can show (<picture>), so they are listed best first.
 CARD_WIDTHS = (320, 640)
 CARD_ASPECT_RATIO = (3, 2)
