@@ -174,7 +174,7 @@ def test_the_nu_html_checker_finds_no_error_on_any_public_page_or_error_page(pub
         capture_output=True, text=True, timeout=120,
     )
     messages = json.loads(result.stderr)["messages"]
-    names = {path.as_uri(): name for name, path in files}
+    names = {f"file:{path}": name for name, path in files}  # the checker writes file:/tmp/...
     errors = [
         f"{names.get(message.get('url'), message.get('url'))}:{message.get('lastLine')}: {message['message']}"
         f" ({message.get('extract', '').strip()!r})"
