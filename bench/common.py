@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 OUT_DIR = ROOT / "bench" / "out"
-DATA_DIR = ROOT / ".devdata" / "bench"
+# BENCH_DATA_DIR: another cluster, so two benchmarks can run side by side without sharing tables.
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR") or ROOT / ".devdata" / "bench")
 DOCS_DIR = ROOT / "docs"
 DIMENSIONS = 512
 SEED = 20240605
