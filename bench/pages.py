@@ -361,9 +361,9 @@ def summarise(rounds: list[dict], rows: list[Target]) -> dict:
 
 
 def run(images: int, *, broker_url: str, tag_slug: str, tag_images: int, rounds: int = 2, connections: int = 4,
-        seconds: float = 8, floor_seconds: float = 4, variants: list[str] = ()) -> dict:
-    """The site's gunicorn configuration, then each variant (GUNICORN_CMD_ARGS), each through the
-    same interleaved rounds."""
+        seconds: float = 8, floor_seconds: float = 4, gunicorn_arguments: str = "") -> dict:
+    """One gunicorn configuration (the site's, or GUNICORN_CMD_ARGS on top of it) through the
+    interleaved rounds."""
     if shutil.which("wrk") is None:
         raise SystemExit("The page benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk).")
     connection = common.connect()
@@ -376,15 +376,12 @@ def run(images: int, *, broker_url: str, tag_slug: str, tag_images: int, rounds:
         return targets(images, tag_slug=tag_slug, tag_images=tag_images, static_path=static_path(),
                        etag=headers.get("ETag", ""))
 
-    result = {"images": images, "rounds": rounds, "connections": connections, "seconds": seconds,
-              "floor_seconds": floor_seconds, "machine": machine, "configurations": {}}
-    for arguments in ["", *variants]:
-        log(f"pages at {images:,} images, {arguments or 'the site configuration'}: {rounds} rounds")
-        result["configurations"][arguments] = run_configuration(build_rows, broker_url=broker_url, rounds=rounds,
-                                                               connections=connections, seconds=seconds,
-                                                               floor_seconds=floor_seconds,
-                                                               gunicorn_arguments=arguments)
-    return result
+    log(f"pages at {images:,} images, {gunicorn_arguments or 'the site configuration'}: {rounds} rounds")
+    configuration = run_configuration(build_rows, broker_url=broker_url, rounds=rounds, connections=connections,
+                                      seconds=seconds, floor_seconds=floor_seconds,
+                                      gunicorn_arguments=gunicorn_arguments)
+    return {"images": images, "rounds": rounds, "connections": connections, "seconds": seconds,
+            "floor_seconds": floor_seconds, "machine": machine, "configurations": {gunicorn_arguments: configuration}}
 
 
 # --- The report: the "Pages against the floor" section of docs/benchmarks.md ---------------------
@@ -583,6 +580,8 @@ def ingest_hit_rates(images: int, *, broker_url: str, tag_slug: str, tag_images:
             log(f"  page cache, {result['ready']} images ingested in {result['ingest_seconds']} s: {result['ingest']}")
     finally:
         worker.stop()
+        # The collection back to its size, for what is measured next.
+        Image.objects.filter(pk__gt=images).delete()
         server.terminate()
         server.wait(timeout=30)
     return result

@@ -116,17 +116,22 @@ def pages_measure(options, results: dict) -> None:
     nn.site_table_prepare(options.page_size)
     tags.tag_prepare(options.page_size, options.page_tag_fraction)
     broker_url = services.redis_url(services.redis_start(common.DATA_DIR))
-    results["pages"] = pages.run(options.page_size, broker_url=broker_url, tag_slug=tags.TAG_SLUG,
-                                 tag_images=int(options.page_size * options.page_tag_fraction),
-                                 rounds=options.page_rounds, connections=options.page_connections,
-                                 seconds=options.page_seconds, variants=options.page_variants)
+    tag_images = int(options.page_size * options.page_tag_fraction)
+    settings = {"broker_url": broker_url, "tag_slug": tags.TAG_SLUG, "tag_images": tag_images,
+                "rounds": options.page_rounds, "connections": options.page_connections,
+                "seconds": options.page_seconds}
+    # Saved after each part: the site's configuration, the ingest, then each variant.
+    results["pages"] = pages.run(options.page_size, **settings)
     results["pages"]["command"] = results["runs"][-1]
     common.save("results.json", results)
     if options.page_ingest:
         results["pages"]["ingest"] = pages.ingest_hit_rates(
-            options.page_size, broker_url=broker_url, tag_slug=tags.TAG_SLUG,
-            tag_images=int(options.page_size * options.page_tag_fraction), uploads=options.page_ingest,
-            connections=options.page_connections)
+            options.page_size, broker_url=broker_url, tag_slug=tags.TAG_SLUG, tag_images=tag_images,
+            uploads=options.page_ingest, connections=options.page_connections)
+        common.save("results.json", results)
+    for arguments in options.page_variants:
+        measured = pages.run(options.page_size, gunicorn_arguments=arguments, **settings)
+        results["pages"]["configurations"][arguments] = measured["configurations"][arguments]
         common.save("results.json", results)
 
 
