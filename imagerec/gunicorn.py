@@ -22,9 +22,13 @@ timeout = 120
 graceful_timeout = 30
 # Behind a proxy that keeps connections open to us.
 keepalive = 5
-# Recycle workers now and then: memory a request grew is given back.
-max_requests = 2000
-max_requests_jitter = 200
+# Recycle workers now and then: memory a request grew is given back. Rarely: a worker's start
+# costs about 0.7 s of CPU (Django and the app imported again), and with cached pages answering
+# ~500 requests a second per worker, every 2,000 requests meant a restart every few seconds:
+# a third of /healthz's CPU per request and p99s of 150-400 ms while the others queued
+# (docs/benchmarks.md, "gunicorn's worker class and recycling"). Every 100,000: ~0.01 ms a request.
+max_requests = 100_000
+max_requests_jitter = 10_000
 # Workers signal they are alive by touching a file in this folder: in memory, so a slow or
 # overlay disk (a container's) never makes a busy worker look dead.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
