@@ -78,7 +78,7 @@ def main() -> None:
     arguments.out.mkdir(parents=True, exist_ok=True)
     # Read before the browser starts: Django refuses database calls while Playwright's loop runs.
     cat = Image.objects.get(caption="Chelsea the cat")
-    photo = Image.objects.get(caption="A cup of coffee").renditions.get(spec=640).file.path
+    photo = Image.objects.get(caption="A cup of coffee").renditions.get(kind="display", spec=640).file.path
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGUMENTS)
         page = browser.new_page(base_url=arguments.base_url, viewport={"width": 1280, "height": 800})

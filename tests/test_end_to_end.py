@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
 
-from gallery.models import RENDITION_WIDTHS, Image, Rendition
+from gallery.models import RENDITION_SPECS, Image, Rendition
 from similarity.models import Embedding
 from tests.conftest import encode, photo_like, upload, wait_for
 
@@ -81,7 +81,7 @@ def test_a_zip_and_a_resized_copy_get_thumbnails_and_the_copy_is_flagged(staff_c
     response = staff_client.post(reverse("admin:gallery_image_add"), {"files": files})
     assert [outcome.status for outcome in response.context["outcomes"]] == ["added"] * 3
     wait_for(all_ready(3), timeout=90, message="three images to be embedded")
-    wait_for(lambda: Rendition.objects.count() == 3 * len(RENDITION_WIDTHS), timeout=30, message="thumbnails for three images")
+    wait_for(lambda: Rendition.objects.count() == 3 * len(RENDITION_SPECS), timeout=30, message="thumbnails for three images")
 
     original, unrelated, copy = (
         Image.objects.get(original_name=name) for name in ("scene-1.jpg", "scene-6.jpg", "scene-1-copy.jpg")

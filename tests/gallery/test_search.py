@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image as PILImage
 
-from gallery.models import RENDITION_WIDTHS, Image, Rendition
+from gallery.models import RENDITION_SPECS, Image, Rendition
 from gallery.services import image_create
 from tests.conftest import encode, photo_like, upload, wait_for
 from tests.picture_formats import accepted_files
@@ -31,7 +31,7 @@ def test_a_visitors_photo_finds_its_look_alike_and_is_not_kept(start_worker):
     for seed in range(4):
         image_create(upload=upload(f"scene-{seed}.jpg", encode(photo_like(seed, (480, 360)))))
     wait_for(lambda: Image.objects.ready().count() == 4, timeout=90, message="the gallery to be embedded")
-    wait_for(lambda: Rendition.objects.count() == 4 * len(RENDITION_WIDTHS), timeout=60, message="thumbnails")
+    wait_for(lambda: Rendition.objects.count() == 4 * len(RENDITION_SPECS), timeout=60, message="thumbnails")
     before = media_files()
 
     response = Client().post(SEARCH_URL, {"photo": upload("mine.jpg", a_resized_copy(2)), "k": 3})

@@ -21,7 +21,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from PIL import Image as PILImage
 
-from gallery.models import RENDITION_WIDTHS, Image, Rendition
+from gallery.models import RENDITION_SPECS, Image, Rendition
 from imagerec.settings.base import media_storages
 from tests.conftest import upload, wait_for
 from tests.gallery.test_privacy import GPS_IFD, photo_with_gps
@@ -115,7 +115,7 @@ def test_originals_stay_private_and_renditions_are_public_in_object_storage(s3_s
         # The worker read it from the bucket and stored the renditions there.
         wait_for(lambda: Image.objects.ready().filter(pk=image.pk).exists(), timeout=90, message="the embedding")
         wait_for(
-            lambda: Rendition.objects.filter(image=image).count() == len(RENDITION_WIDTHS),
+            lambda: Rendition.objects.filter(image=image).count() == len(RENDITION_SPECS),
             timeout=60, message="the renditions",
         )
         renditions = list(Rendition.objects.filter(image=image))
@@ -124,7 +124,8 @@ def test_originals_stay_private_and_renditions_are_public_in_object_storage(s3_s
         # A visitor's page links to the renditions in the store, fetchable by anyone, no EXIF.
         page = Client().get(reverse("gallery:image-detail", args=[image.pk])).content.decode()
         offered = set(re.findall(rf"{re.escape(endpoint)}/[^\s\"',]+", page))
-        assert offered == {f"{endpoint}/{BUCKET}/{rendition.file.name}" for rendition in renditions}
+        displayed = [rendition for rendition in renditions if rendition.kind == "display"]
+        assert offered == {f"{endpoint}/{BUCKET}/{rendition.file.name}" for rendition in displayed}
         assert image.file.name not in page
         for url in offered:
             status, body = http_get(url)

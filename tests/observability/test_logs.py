@@ -21,7 +21,7 @@ def test_every_pipeline_line_of_a_real_worker_names_its_images_in_json(start_wor
     image_ids = [image_create(upload=upload(f"logs-{seed}.jpg", encode(photo_like(seed)))).pk for seed in range(3)]
     wait_for(lambda: Image.objects.filter(pk__in=image_ids).ready().count() == 3, timeout=60, message="3 embeddings")
     wait_for(
-        lambda: Rendition.objects.filter(image_id__in=image_ids, spec=640).count() == 3, timeout=60, message="thumbnails"
+        lambda: Rendition.objects.filter(image_id__in=image_ids, kind="display", spec=640).count() == 3, timeout=60, message="thumbnails"
     )
     worker.stop()
 
