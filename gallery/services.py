@@ -17,11 +17,11 @@ from django.core.files import File
 from django.db import IntegrityError, connection, transaction
 from django.utils.text import slugify
 
-from similarity.cache import neighbours_cache_invalidate
 from similarity.pipeline import embeddings_request
 from similarity.selectors import nearest_neighbours_of
 from similarity.weights import model_identity
 
+from . import invalidation
 from .archives import is_zip_archive, zip_members
 from .models import Image, Tag
 from .pipeline import images_follow_up_enqueue
@@ -385,15 +385,15 @@ def images_tag(*, image_ids: Iterable[int], names: Iterable[str]) -> list[Tag]:
             [through(image_id=image_id, tag_id=tag.pk) for image_id in image_ids for tag in tags],
             ignore_conflicts=True,
         )
-    neighbours_cache_invalidate()
+    invalidation.images_tagged()
     return tags
 
 
 def image_update(*, image: Image, caption: str | None = None, tag_names: Iterable[str] | None = None) -> Image:
     """Change an image's caption and/or replace its tags (None leaves that part as it is).
 
-    Replacing the tags goes through the M2M manager, whose signal drops the cached lists kept
-    to a tag; a caption is not part of any cached list.
+    Saving the caption and replacing the tags through the M2M manager send the signals that
+    drop the cached pages (gallery.invalidation).
     """
     with transaction.atomic():
         if caption is not None:

@@ -37,6 +37,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import EmbeddingJob
+from .signals import embedding_status_changed
 from .weights import model_identity
 
 Status = EmbeddingJob.Status
@@ -56,6 +57,16 @@ class Claim:
     gave_up: dict[int, str] = field(default_factory=dict)  # over the attempt limit: now failed
     # The row of each image taken or given up on: what ``claims_end`` lets go of.
     job_ids: dict[int, int] = field(default_factory=dict)
+
+
+def _changed(image_ids: Iterable[int], status: str, identity: str | None) -> None:
+    """Tell the site (pages show an image's status), after the write and in its transaction if
+    it has one: a receiver acting "on commit" outside a transaction acts at once."""
+    image_ids = list(image_ids)
+    if image_ids:
+        embedding_status_changed.send(
+            sender=EmbeddingJob, image_ids=image_ids, status=status, identity=identity or model_identity()
+        )
 
 
 def _jobs(image_ids: Iterable[int], identity: str | None):
@@ -108,7 +119,8 @@ def images_claim(*, image_ids: Iterable[int], fill_to: int = 0, identity: str | 
             EmbeddingJob.objects.filter(pk__in=[job.pk for job in claim.jobs]).update(
                 status=Status.PROCESSING, attempts=F("attempts") + 1, status_changed_at=now
             )
-            _mark_failed(EmbeddingJob.objects.filter(pk__in=gave_up), claim.gave_up, now=now)
+            _changed([job.image_id for job in claim.jobs], Status.PROCESSING, identity)
+            _mark_failed(EmbeddingJob.objects.filter(pk__in=gave_up), claim.gave_up, now=now, identity=identity)
     except BaseException:
         # Session-level locks outlive a rolled-back transaction: drop them by hand.
         claims_end(job_ids=locked)
@@ -154,15 +166,18 @@ def _locks_take(job_ids: list[int]) -> list[int]:
 
 def images_mark_ready(*, image_ids: Iterable[int], identity: str | None = None) -> int:
     """Call in the transaction that stores the vectors, so "ready" always means "has one"."""
-    return _jobs(image_ids, identity).update(status=Status.READY, error="", status_changed_at=timezone.now())
+    image_ids = list(image_ids)
+    updated = _jobs(image_ids, identity).update(status=Status.READY, error="", status_changed_at=timezone.now())
+    _changed(image_ids, Status.READY, identity)
+    return updated
 
 
 def images_mark_failed(*, failures: dict[int, str], identity: str | None = None) -> None:
     """Give up on these images, each with its reason (a ready image stays ready)."""
-    _mark_failed(_jobs(failures, identity), failures, now=timezone.now())
+    _mark_failed(_jobs(failures, identity), failures, now=timezone.now(), identity=identity)
 
 
-def _mark_failed(jobs, failures: dict[int, str], *, now) -> None:
+def _mark_failed(jobs, failures: dict[int, str], *, now, identity: str | None) -> None:
     # One UPDATE per distinct reason: a claim given up on at its time limit (thousands of
     # images, one reason) must be written in the moments before the hard limit, not row by row.
     by_reason: dict[str, list[int]] = {}
@@ -172,6 +187,7 @@ def _mark_failed(jobs, failures: dict[int, str], *, now) -> None:
         jobs.filter(image_id__in=image_ids).exclude(status=Status.READY).update(
             status=Status.FAILED, error=reason[:2000], status_changed_at=now
         )
+    _changed(failures, Status.FAILED, identity)
 
 
 def images_release(*, image_ids: Iterable[int], count_attempt: bool = True, identity: str | None = None) -> int:
@@ -183,7 +199,10 @@ def images_release(*, image_ids: Iterable[int], count_attempt: bool = True, iden
     updates = {"status": Status.PENDING, "status_changed_at": timezone.now()}
     if not count_attempt:
         updates["attempts"] = F("attempts") - 1
-    return _jobs(image_ids, identity).filter(status=Status.PROCESSING).update(**updates)
+    image_ids = list(image_ids)
+    released = _jobs(image_ids, identity).filter(status=Status.PROCESSING).update(**updates)
+    _changed(image_ids, Status.PENDING, identity)
+    return released
 
 
 def images_mark_pending(*, image_ids: Iterable[int], identity: str | None = None) -> int:
@@ -203,6 +222,7 @@ def images_mark_pending(*, image_ids: Iterable[int], identity: str | None = None
         unique_fields=["image", "model_identity"],
         update_fields=["status", "error", "attempts", "status_changed_at"],
     )
+    _changed([job.image_id for job in jobs], Status.PENDING, identity)
     return len(jobs)
 
 
@@ -231,4 +251,5 @@ def images_requeue_stuck(*, limit: int = 10_000, identity: str | None = None) ->
             .values_list("pk", "image_id")[:limit]
         )
         EmbeddingJob.objects.filter(pk__in=[pk for pk, _ in rows]).update(status=Status.PENDING, status_changed_at=now)
+        _changed([image_id for _, image_id in rows], Status.PENDING, identity)
     return [image_id for _, image_id in rows]

@@ -6,8 +6,8 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .cache import neighbours_cache_invalidate
 from .models import Embedding, ServingModel
+from .signals import vectors_stored
 
 
 def _halfvec_literals(vectors) -> list[str]:
@@ -50,5 +50,5 @@ def embeddings_store(*, vectors_by_image: dict[int, np.ndarray], identity: str) 
             # The first vectors pin the model the site serves, so changing EMBEDDING_WEIGHTS
             # later starts an upgrade instead of taking every image's neighbours away.
             ServingModel.objects.bulk_create([ServingModel(identity=identity)], ignore_conflicts=True)
-        # A new vector can be any image's nearest neighbour.
-        neighbours_cache_invalidate()
+        # A new vector can be any image's nearest neighbour (gallery.invalidation).
+        vectors_stored.send(sender=embeddings_store, image_ids=list(vectors_by_image), identity=identity)

@@ -13,8 +13,8 @@ from django.db import transaction
 from django.db.models import Subquery, Value
 from django.db.models.functions import Coalesce
 
-from .cache import neighbours_cache_invalidate
 from .models import Embedding, ServingModel
+from .signals import serving_model_switched
 from .weights import model_identity
 
 
@@ -48,7 +48,7 @@ def serving_model_switch(*, identity: str, images_total: int, force: bool = Fals
     with transaction.atomic():
         ServingModel.objects.all().delete()
         ServingModel.objects.create(identity=identity)
-        neighbours_cache_invalidate()
+        serving_model_switched.send(sender=serving_model_switch, identity=identity)
     return covered
 
 

@@ -49,6 +49,21 @@ def make_upload():
 # --- Media ----------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fresh_page_cache():
+    """Each test starts with no cached page: the database is emptied between tests without the
+    signals that drop them, and ids, paths and hosts repeat from test to test."""
+    from django.core.cache import cache
+
+    from pagecache.store import DIRTY_KEY, GENERATION_KEY
+
+    cache.delete(DIRTY_KEY)
+    try:
+        cache.incr(GENERATION_KEY)
+    except ValueError:  # none yet: the first page starts one
+        pass
+
+
 @pytest.fixture(scope="session", autouse=True)
 def clean_media_root():
     """A fresh media folder for the session, and its session folder removed at the end.

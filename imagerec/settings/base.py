@@ -147,6 +147,17 @@ DIVERSITY_CANDIDATES = env.int("DIVERSITY_CANDIDATES", default=4)
 # Recommendation lists are cached in Redis (similarity/cache.py) for this long; any change to
 # the vectors or tags they rank drops them at once, whatever this says.
 RECOMMENDATIONS_CACHE_SECONDS = env.int("RECOMMENDATIONS_CACHE_SECONDS", default=3600)
+# Whole pages for anonymous visitors (pagecache/): kept in Redis for PAGE_CACHE_SECONDS at most,
+# dropped at once by any change they show (gallery/invalidation.py); browsers and proxies may
+# keep them PAGE_CACHE_BROWSER_SECONDS, then revalidate with If-None-Match (a 304 when unchanged).
+PAGE_CACHE_ENABLED = env.bool("PAGE_CACHE_ENABLED", default=True)
+PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=3600)
+PAGE_CACHE_BROWSER_SECONDS = env.int("PAGE_CACHE_BROWSER_SECONDS", default=60)
+# What ingestion changes (new images, their status, vectors and renditions) drops the cached
+# pages at most this often (0: at once, as every edit does). During a bulk load each batch would
+# otherwise empty the cache; a few seconds keep pages cached at the price of new images showing
+# that much later. docs/scale.md.
+PAGE_CACHE_INGEST_STALE_SECONDS = env.float("PAGE_CACHE_INGEST_STALE_SECONDS", default=0)
 
 # Search by example: a visitor's photo goes to the embedding workers' searches queue; the
 # page waits this long for the vector before saying the service is busy. Per client (IP).
@@ -213,6 +224,8 @@ MIDDLEWARE = [
     # Static files before anything else touches the request: https://whitenoise.readthedocs.io/
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "imagerec.middleware.RejectNulBytesMiddleware",
+    # Anonymous visitors' pages whole from Redis, before sessions, CSRF and the view (pagecache/).
+    "pagecache.middleware.PageCacheMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

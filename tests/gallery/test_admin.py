@@ -6,6 +6,7 @@ from django.urls import reverse
 from gallery.models import Image, Tag
 from gallery.renditions import renditions_create
 from gallery.services import UNEXPECTED_ERROR
+from pagecache.store import is_bump
 from tests.conftest import encode, photo_like, upload
 
 pytestmark = pytest.mark.django_db
@@ -20,6 +21,11 @@ def stored_files(settings):
 
 def post_files(client, files, caption=""):
     return client.post(ADD_URL, {"files": files, "caption": caption})
+
+
+def tasks(callbacks):
+    """What a commit sends to the workers, leaving out the page cache's own bump."""
+    return [callback for callback in callbacks if not is_bump(callback)]
 
 
 def test_upload_one_image_stores_it_pending_and_queues_its_embedding(
@@ -37,7 +43,7 @@ def test_upload_one_image_stores_it_pending_and_queues_its_embedding(
     assert len(image.sha256) == 64 and image.file_size == image.file.size
     # Stored under a generated name, never the uploaded one.
     assert "Sunset" not in image.file.name and image.file.name.endswith(".jpeg")
-    assert len(callbacks) == 1  # the embedding task is published once the upload commits
+    assert len(tasks(callbacks)) == 1  # the embedding task is published once the upload commits
 
 
 def test_upload_many_at_once_with_a_caption(staff_client, make_upload):
@@ -77,7 +83,7 @@ def test_bad_file_is_listed_with_the_reason_and_nothing_is_stored(
     assert "0 added, 0 already in the gallery, 1 refused." in html and expected in html
     assert 'class="errorlist"' not in html  # a table of results, not a wall of form errors
     assert Image.objects.count() == 0
-    assert callbacks == []
+    assert tasks(callbacks) == []
     assert stored_files(settings) == files_before
 
 
@@ -119,7 +125,7 @@ def test_change_list_shows_thumbnail_status_and_counts(staff_client, image_facto
     image_factory(3)
     renditions_create(image=ready)
     html = staff_client.get(LIST_URL).content.decode()
-    assert ready.renditions.get(spec=320).file.url in html
+    assert ready.renditions.get(kind="display", spec=320).file.url in html
     assert ready.file.url not in html  # the admin shows web renditions only
     assert html.count("preparing…") == 2  # the others' renditions are on the way
     assert "320 × 240" not in html and "64 × 48" in html
@@ -165,7 +171,7 @@ def test_recompute_action_puts_images_back_in_the_queue(staff_client, image_fact
     image.refresh_from_db()
     assert image.embedding_status == Image.Status.PENDING and image.embedding_attempts == 0
     assert image.embedding_error == ""
-    assert len(callbacks) == 1
+    assert len(tasks(callbacks)) == 1
 
 
 # --- One file, one outcome: a batch never loses a file to another -------------------------

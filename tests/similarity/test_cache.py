@@ -1,10 +1,14 @@
-"""Recommendation lists come from Redis, and change the moment the collection does."""
+"""Recommendation lists come from Redis, and change the moment the collection does.
+
+The lists on their own, under the whole pages (tests/gallery/test_invalidation.py): a page the
+page cache no longer holds (a caption edited) ranks its neighbours from here.
+"""
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 
+from similarity.selectors import images_similar_to
 from similarity.services import embeddings_store
 from tests.conftest import unit_vector
 
@@ -12,8 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def similar(client, image) -> list:
-    response = client.get(reverse("gallery:image-detail", args=[image.pk]))
-    return [item.image for item in response.context["similar_images"]]
+    return [item.image for item in images_similar_to(image=image, k=10)]
 
 
 def distance_queries(queries) -> list[str]:
