@@ -31,6 +31,7 @@ from imagerec.errors import json_error
 from similarity import search
 
 from . import selectors, services
+from .pagination import CountOncePaginator
 from .models import Image
 from .serializers import (
     ImageDetailSerializer,
@@ -177,6 +178,7 @@ def _valid(serializer_class, data):
 
 
 class ImagePagination(PageNumberPagination):
+    django_paginator_class = CountOncePaginator
     page_size_query_param = "page_size"
     max_page_size = 100
 

@@ -7,6 +7,7 @@ from django.db.models import Count, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
+from pagecache import store
 from similarity import selectors as similarity_selectors
 from similarity.selectors import SimilarImage, images_similar_to
 
@@ -80,6 +81,10 @@ def tag_get(*, slug: str | None) -> Tag | None:
     return get_object_or_404(Tag, slug=slug)
 
 
-def tags_in_use():
-    """Tags with at least one image, each with ``image_count``, by name."""
-    return Tag.objects.annotate(image_count=Count("images")).filter(image_count__gt=0).order_by("name")
+def tags_in_use() -> list[Tag]:
+    """Tags with at least one image, each with ``image_count``, by name; counted once per cache
+    generation (every gallery page shows them)."""
+    return store.cached(
+        "tags-in-use",
+        lambda: list(Tag.objects.annotate(image_count=Count("images")).filter(image_count__gt=0).order_by("name")),
+    )

@@ -9,6 +9,7 @@ from similarity import search
 
 from . import selectors
 from .forms import SearchForm, requested_diverse, requested_k
+from .pagination import CountOncePaginator
 
 
 class GalleryView(ListView):
@@ -16,6 +17,7 @@ class GalleryView(ListView):
 
     template_name = "gallery/image_list.html"
     context_object_name = "images"
+    paginator_class = CountOncePaginator
 
     def get_paginate_by(self, queryset):
         return settings.GALLERY_PAGE_SIZE
