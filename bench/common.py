@@ -220,7 +220,7 @@ def copy_embeddings(cursor, table: str, vectors: np.ndarray, identity: str, half
 def images_insert(cursor, n: int) -> None:
     """Gallery rows 1..n, made inside the server, each with the renditions an upload gets (so
     pages read and render as much as on a real site)."""
-    from gallery.models import RENDITION_WIDTHS
+    from gallery.models import RENDITION_SPECS
     from similarity.weights import model_identity
 
     cursor.execute(
@@ -242,13 +242,17 @@ def images_insert(cursor, n: int) -> None:
         """,
         [model_identity(), n],
     )
+    # Every rendition an upload gets: display (4:3 here) and card (3:2) ones, in each format.
     cursor.execute(
         """
-        INSERT INTO gallery_rendition (image_id, spec, file, width, height)
-        SELECT i, spec, 'renditions/bench/' || i || '-' || spec || '.jpg', spec, spec * 3 / 4
-        FROM generate_series(1, %s) AS i, unnest(%s::int[]) AS spec
+        INSERT INTO gallery_rendition (image_id, kind, spec, format, file, width, height)
+        SELECT i, kind, spec, format, 'renditions/bench/' || i || '-' || kind || spec || '.' || format, spec,
+            CASE kind WHEN 'card' THEN spec * 2 / 3 ELSE spec * 3 / 4 END
+        FROM generate_series(1, %s) AS i,
+            unnest(%s::text[], %s::int[], %s::text[]) AS specs (kind, spec, format)
         """,
-        [n, list(RENDITION_WIDTHS)],
+        [n, [spec.kind for spec in RENDITION_SPECS], [spec.width for spec in RENDITION_SPECS],
+         [spec.format for spec in RENDITION_SPECS]],
     )
 
 

@@ -243,13 +243,15 @@ def site_tables_reset(connection, n: int) -> float:
 
 def site_table_prepare(n: int) -> None:
     """Just the site's tables at size n, loaded the fast way (for the page benchmark alone)."""
+    from gallery.models import RENDITION_SPECS
     from similarity.weights import model_identity
 
     connection = common.connect()
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT (SELECT count(*) FROM gallery_image), (SELECT count(*) FROM {SITE_TABLE}),"
-                       " to_regclass(%s) IS NOT NULL", [site_schema()["index"]])
-        loaded = cursor.fetchone() == (n, n, True)
+                       " to_regclass(%s) IS NOT NULL, (SELECT count(*) FROM gallery_rendition)",
+                       [site_schema()["index"]])
+        loaded = cursor.fetchone() == (n, n, True, n * len(RENDITION_SPECS))
     if not loaded:
         site_tables_reset(connection, n)
         site_table_load(connection, common.EmbeddingDistribution().sample(n), model_identity(), naive=False)
