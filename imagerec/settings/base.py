@@ -510,7 +510,7 @@ def redis_cache_location(broker_url: str) -> str:
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "imagerec.cache.RedisCache",  # Django's, one client per pool (imagerec/cache.py)
         "LOCATION": CACHE_URL or redis_cache_location(CELERY_BROKER_URL),
         "KEY_PREFIX": "imagerec",
         # A Redis that is down must not hold pages up: give up quickly, the pages compute.
