@@ -206,6 +206,7 @@ INSTALLED_APPS = [
     "csp",  # its system checks catch a policy written in django-csp 3's old settings
     "gallery",
     "similarity",
+    "clicks",
     "observability",
 ]
 

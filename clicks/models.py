@@ -1,0 +1,52 @@
+"""What visitors were shown and what they chose, aggregated: nothing about who they were.
+
+No row, column or key here names, counts or could single out a visitor: no cookie, address,
+user agent or session. ``PairDay`` holds daily counts per (source, target, variant, position);
+``PairEvidence`` the smoothed, position-corrected evidence the hybrid lists rank with.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Variant(models.TextChoices):
+    VISUAL = "visual", "visual neighbours only"
+    HYBRID = "hybrid", "visual neighbours re-ranked by visitors' choices"
+
+
+class PairDay(models.Model):
+    """On ``day``, how often ``target`` was shown at ``position`` (from 1) in ``source``'s list,
+    put there by ``variant``, and how often a visitor followed that link."""
+
+    day = models.DateField()
+    source = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+", db_index=False)
+    target = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
+    variant = models.CharField(max_length=8, choices=Variant.choices)
+    position = models.PositiveSmallIntegerField()
+    impressions = models.PositiveIntegerField(default=0)
+    choices = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "target", "variant", "position", "day"], name="clicks_pairday_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"], name="clicks_pairday_day")]
+
+
+class PairEvidence(models.Model):
+    """For one (source, target) pair, over the retained days: choices, exposure (impressions
+    weighted by how likely a visitor is to look at their position) and the smoothed score the
+    hybrid list ranks by. Rebuilt periodically from ``PairDay``."""
+
+    source = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+", db_index=False)
+    target = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
+    choices = models.PositiveIntegerField(default=0)
+    exposure = models.FloatField(default=0)
+    score = models.FloatField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "target"], name="clicks_pairevidence_unique")]
