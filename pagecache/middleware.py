@@ -26,7 +26,7 @@ from django.urls import Resolver404, ResolverMatch, get_urlconf, resolve
 from django.utils.cache import get_conditional_response, patch_cache_control
 from prometheus_client import Counter
 
-from .store import DIRTY_KEY, GENERATION_KEY, cache_errors, generation_from, replicas_caught_up
+from .store import DIRTY_KEY, GENERATION_KEY, cache_errors, generation_from, replicas_caught_up, scope_key
 
 # Headers never kept: set per response by the stack, or per visitor.
 NOT_KEPT = frozenset({"set-cookie", "date", "x-request-id"})
@@ -86,12 +86,15 @@ class PageCacheMiddleware:
         ).hexdigest()
         # A revalidation reads the small tag first: a 304 never fetches the page's bytes.
         if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+        scope = scope_key(match.kwargs)
         try:
-            values = cache.get_many([GENERATION_KEY, DIRTY_KEY, key + ":etag" if if_none_match else key])
-            generation = generation_from(values)
+            wanted = [GENERATION_KEY, DIRTY_KEY, key + ":etag" if if_none_match else key]
+            values = cache.get_many(wanted + [scope] if scope else wanted)
+            # Valid while neither the whole cache's generation nor this URL's scope moved.
+            stamp = (generation_from(values), values.get(scope, 0) if scope else 0)
             if if_none_match:
                 tag = values.get(key + ":etag")
-                if tag is not None and tag[0] == generation and tag[1] in if_none_match:
+                if tag is not None and tag[0] == stamp and tag[1] in if_none_match:
                     self.counter.labels(result="not_modified").inc()
                     response = HttpResponseNotModified()
                     for name, value in tag[2]:
@@ -103,7 +106,7 @@ class PageCacheMiddleware:
             self.counter.labels(result="unavailable").inc()
             return self._headers(self.get_response(request))
         entry = values.get(key)
-        if entry is not None and entry[0] == generation:
+        if entry is not None and entry[0] == stamp:
             _, view_name, headers, body = entry
             # What the request metrics label it with, without resolving twice.
             request.resolver_match = SimpleNamespace(view_name=view_name)
@@ -115,15 +118,15 @@ class PageCacheMiddleware:
             return response
         self.counter.labels(result="miss").inc()
         response = self._headers(self.get_response(request))
-        if self._keepable(request, response) and self._fresh(generation):
+        if self._keepable(request, response) and self._fresh(stamp[0]):
             headers = [(name, value) for name, value in response.items() if name.lower() not in NOT_KEPT]
             # What a 304 repeats (RFC 9110 15.4.5): the validators and the caching headers.
             revalidation = [(name, value) for name, value in headers if name.lower() in NOT_MODIFIED_HEADERS]
             try:
                 cache.set_many(
                     {
-                        key: (generation, match.view_name, headers, response.content),
-                        key + ":etag": (generation, response["ETag"], revalidation),
+                        key: (stamp, match.view_name, headers, response.content),
+                        key + ":etag": (stamp, response["ETag"], revalidation),
                     },
                     settings.PAGE_CACHE_SECONDS,
                 )

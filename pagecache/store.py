@@ -106,6 +106,30 @@ def generation_bump(*, ingest: bool = False) -> None:
     transaction.on_commit(callback)
 
 
+def scope_key(url_kwargs: dict) -> str | None:
+    """The key of the version of every page whose URL names these arguments (``pk=12``): the
+    image page, its JSON and its similar list share one. None for a URL without arguments."""
+    if not url_kwargs:
+        return None
+    return "pages:scope:" + ",".join(f"{name}={value}" for name, value in sorted(url_kwargs.items()))
+
+
+def pages_drop(**url_kwargs) -> None:
+    """Drop the kept pages whose URL names exactly these arguments (``pages_drop(pk=12)``),
+    leaving every other page kept: for a change only those pages show. Call it after the change
+    commits. The version has no timeout: one that expired and started again could match a page
+    kept under its earlier value."""
+    key = scope_key(url_kwargs)
+    try:
+        try:
+            cache.incr(key)
+        except ValueError:  # none yet: pages kept so far hold version 0
+            if not cache.add(key, 1, timeout=None):
+                cache.incr(key)
+    except cache_errors():
+        logger.warning("Cache unavailable: could not drop the pages of %s", url_kwargs, exc_info=True)
+
+
 def generation_bump_now() -> None:
     """Drop every cached value now, outside any transaction (a setting changed)."""
     _bump()
