@@ -6,3 +6,16 @@ class ClicksConfig(AppConfig):
 
     name = "clicks"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from observability.registry import gauge_register
+
+        from . import recording
+
+        # How many recorded events wait for the flush: growing means the worker falls behind.
+        gauge_register(
+            "imagerec_click_events_buffered",
+            documentation="Impressions and choices waiting in Redis for the flush to PostgreSQL.",
+            label="state",
+            collect=recording.buffered_event_counts,
+        )

@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("observability.urls")),
     path("", include("gallery.urls")),
+    path("", include("clicks.urls")),
     # The API's OpenAPI schema (YAML; ?format=json for JSON) and its browsable documentation.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Swagger UI's start-up script as a file of its own (?script), not inline: the

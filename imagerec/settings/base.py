@@ -159,6 +159,24 @@ PAGE_CACHE_BROWSER_SECONDS = env.int("PAGE_CACHE_BROWSER_SECONDS", default=60)
 # that much later. docs/scale.md.
 PAGE_CACHE_INGEST_STALE_SECONDS = env.float("PAGE_CACHE_INGEST_STALE_SECONDS", default=0)
 
+# --- Clicks: recording -------------------------------------------------------------------
+# What visitors were shown under an image and which link they followed (clicks/recording.py):
+# events wait in a Redis list (the cache's server) until a beat task writes them to PostgreSQL.
+# Off: nothing is recorded, and pages cost what they cost before (the pages benchmark's baseline).
+CLICKS_RECORDING = env.bool("CLICKS_RECORDING", default=True)
+# Counted choices per client address: overall, and per (source, target) pair, so one client
+# can add at most one choice per pair per period to a pair's evidence, however often it clicks.
+CLICKS_RATE = env("CLICKS_RATE", default="30/m")
+CLICKS_PAIR_RATE = env("CLICKS_PAIR_RATE", default="1/h")
+# Most events the Redis list holds (about 60 bytes each at k=6): 500,000 is four minutes of
+# 2,000 events/s with no worker flushing, 30 MB on the broker's server; past it events are dropped.
+CLICKS_BUFFER_MAX = env.int("CLICKS_BUFFER_MAX", default=500_000)
+# How often the beat task moves the buffered events into PostgreSQL, and how many per statement.
+CLICKS_FLUSH_SECONDS = env.float("CLICKS_FLUSH_SECONDS", default=5.0)
+CLICKS_FLUSH_BATCH = env.int("CLICKS_FLUSH_BATCH", default=5000)
+# Daily counts older than this many days are deleted: the evidence is about recent tastes.
+CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=90)
+
 # Search by example: a visitor's photo goes to the embedding workers' searches queue; the
 # page waits this long for the vector before saying the service is busy. Per client (IP).
 SEARCH_TIMEOUT_SECONDS = env.float("SEARCH_TIMEOUT_SECONDS", default=10.0)
@@ -225,6 +243,9 @@ MIDDLEWARE = [
     # Static files before anything else touches the request: https://whitenoise.readthedocs.io/
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "imagerec.middleware.RejectNulBytesMiddleware",
+    # Outside the page cache, so a page answered from it counts its impression too, and the
+    # header naming what it showed (kept with the page) is removed before any visitor sees it.
+    "clicks.middleware.ImpressionMiddleware",
     # Anonymous visitors' pages whole from Redis, before sessions, CSRF and the view (pagecache/).
     "pagecache.middleware.PageCacheMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -583,4 +604,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
 )
 CELERY_BEAT_SCHEDULE = {
     "sweep-images": {"task": "gallery.images_sweep", "schedule": EMBEDDING_SWEEP_INTERVAL},
+    # Expires: with no worker to take them, flushes would pile up in the queue; the next one
+    # flushes everything anyway.
+    "flush-click-events": {
+        "task": "clicks.events_flush",
+        "schedule": CLICKS_FLUSH_SECONDS,
+        "options": {"expires": CLICKS_FLUSH_SECONDS},
+    },
 }
