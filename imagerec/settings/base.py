@@ -177,6 +177,31 @@ CLICKS_FLUSH_BATCH = env.int("CLICKS_FLUSH_BATCH", default=5000)
 # Daily counts older than this many days are deleted: the evidence is about recent tastes.
 CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=90)
 
+# --- Clicks: ranking ---------------------------------------------------------------------
+# How the evidence of visitors' choices re-ranks similar-image lists (clicks/ranking.py).
+# What a page shows when it asks for no variant: "interleaved" (team-draft interleaving of the
+# visual and hybrid lists, which tells them apart with far fewer impressions) or "ab" (each
+# source image shows one list or the other).
+CLICKS_COMPARISON = env("CLICKS_COMPARISON", default="interleaved")
+if CLICKS_COMPARISON not in ("interleaved", "ab"):
+    raise ImproperlyConfigured(f"CLICKS_COMPARISON must be 'interleaved' or 'ab', not {CLICKS_COMPARISON!r}.")
+# Visual neighbours fetched per image shown (k x this): the ones past k are what evidence can lift.
+CLICKS_CANDIDATE_FACTOR = env.int("CLICKS_CANDIDATE_FACTOR", default=3)
+# The prior's weight, in examinations: a pair seen this often counts as much as the site's average.
+CLICKS_PRIOR_STRENGTH = env.float("CLICKS_PRIOR_STRENGTH", default=20.0)
+if CLICKS_PRIOR_STRENGTH <= 0:
+    raise ImproperlyConfigured("CLICKS_PRIOR_STRENGTH must be above 0: without a prior one choice decides a pair.")
+# Similarity gained per unit of ln(score): 0.1 lets a pair chosen e-times as often as average
+# pass neighbours 0.1 more similar; 0 keeps the visual order.
+CLICKS_EVIDENCE_WEIGHT = env.float("CLICKS_EVIDENCE_WEIGHT", default=0.1)
+# A target the visual search did not return joins a source's hybrid list after this many choices.
+CLICKS_MIN_CHOICES = env.int("CLICKS_MIN_CHOICES", default=3)
+# A candidate seen less than this (in examinations) may take the last place of a hybrid list:
+# without it a new neighbour could never earn evidence.
+CLICKS_EXPLORE_EXPOSURE = env.float("CLICKS_EXPLORE_EXPOSURE", default=10.0)
+# How often beat rebuilds the evidence from the daily counts (and drops the changed sources' pages).
+CLICKS_EVIDENCE_SECONDS = env.float("CLICKS_EVIDENCE_SECONDS", default=60.0)
+
 # Search by example: a visitor's photo goes to the embedding workers' searches queue; the
 # page waits this long for the vector before saying the service is busy. Per client (IP).
 SEARCH_TIMEOUT_SECONDS = env.float("SEARCH_TIMEOUT_SECONDS", default=10.0)
@@ -610,5 +635,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "clicks.events_flush",
         "schedule": CLICKS_FLUSH_SECONDS,
         "options": {"expires": CLICKS_FLUSH_SECONDS},
+    },
+    "refresh-click-evidence": {
+        "task": "clicks.evidence_refresh",
+        "schedule": CLICKS_EVIDENCE_SECONDS,
+        "options": {"expires": CLICKS_EVIDENCE_SECONDS},
     },
 }

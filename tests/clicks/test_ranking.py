@@ -122,7 +122,7 @@ def test_interleaving_is_fair_to_both_lists(visual, hybrid, k, seed):
     interleaved = team_draft_interleave(visual=visual, hybrid=hybrid, k=k, seed=seed)
     items = [item for item, _ in interleaved]
     assert len(items) == len(set(items)) <= k
-    teams = {"visual": [i for i, team in interleaved if team == "visual"], "hybrid": [i for i, team in interleaved if team == "hybrid"]}
+    teams = {name: [item for item, team in interleaved if team == name] for name in ("visual", "hybrid")}
     assert abs(len(teams["visual"]) - len(teams["hybrid"])) <= 1
     for team, ranking_of_team in (("visual", visual), ("hybrid", hybrid)):
         # Each item is credited to a list that holds it, and each list's top items are in.
