@@ -463,7 +463,8 @@ def report(result: dict, runs: list[dict]) -> None:
         values[f"pages.{key}"] = common.table(
             ["page (cached set)", "hit rate, worker idle", "hit rate during the ingest", "hits / misses during",
              "req/s, idle → ingest", "p95 ms, idle → ingest"], ingest_rows)
-        values[f"pages.{key}_window"] = f"{ingest['window_seconds']:.0f}"
+        if key == "ingest":  # the same windows for both
+            values["pages.ingest_window"] = f"{ingest['window_seconds']:.0f}"
         values[f"pages.{key}_stale"] = f"{ingest.get('stale_seconds', 0):g}"
         values[f"pages.{key}_summary"] = (f"{ingest['ready']:,} of {ingest['uploads']:,} images uploaded and embedded "
                                           f"in {ingest['ingest_seconds']:.0f} s")
