@@ -250,7 +250,8 @@ class SimilarImagesView(ApiView):
         query = _valid(SimilarQuery, request.query_params.dict())
         image = _image_or_404(pk)
         similar = selectors.image_recommendations(
-            image=image, k=query.get("k"), tag=query.get("tag"), diverse=query.get("diverse")
+            image=image, k=query.get("k"), tag=query.get("tag"), diverse=query.get("diverse"),
+            variant=query.get("variant"),
         )
         return Response(SimilarImagesSerializer({"image": image, "similar": similar}).data)
 

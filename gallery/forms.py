@@ -65,6 +65,11 @@ def requested_diverse(raw: str | None) -> bool:
     return settings.DIVERSITY_DEFAULT
 
 
+def requested_variant(raw: str | None) -> str | None:
+    """?variant=visual or hybrid; anything else (or nothing) is the default comparison (None)."""
+    return raw if raw in ("visual", "hybrid") else None
+
+
 class SearchForm(forms.Form):
     """A visitor's photo: judged like an admin upload (same formats and limits), never stored."""
 

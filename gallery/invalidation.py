@@ -22,13 +22,14 @@ renditions) is marked ``ingest``: PAGE_CACHE_INGEST_STALE_SECONDS may delay thos
 | a vector stored or replaced              | similarity.signals.vectors_stored              |
 | the serving model switched               | similarity.signals.serving_model_switched      |
 | a setting changed (tests and shells only) | django's setting_changed                      |
+| visitors' choices re-rank an image's list | clicks.signals.evidence_changed: only the pages whose URL names that image (``pagecache.store.pages_drop``) |
 
 Connected in ``GalleryConfig.ready()`` by ``receivers_connect``.
 """
 
 from __future__ import annotations
 
-from pagecache.store import generation_bump, generation_bump_now
+from pagecache.store import generation_bump, generation_bump_now, pages_drop
 
 
 def pages_changed(**kwargs) -> None:
@@ -44,6 +45,13 @@ def pages_ingested(**kwargs) -> None:
 def settings_changed(**kwargs) -> None:
     """Pages show settings (the demo banner, page sizes); only tests change them while running."""
     generation_bump_now()
+
+
+def evidence_changed(sender, source_ids, **kwargs) -> None:
+    """New evidence reorders only its sources' lists: their pages go, every other page stays
+    kept (sent after the evidence commits)."""
+    for source_id in source_ids:
+        pages_drop(pk=source_id)
 
 
 def image_saved(sender, instance, created, **kwargs) -> None:
@@ -64,6 +72,7 @@ def receivers_connect() -> None:
     from django.core.signals import setting_changed
     from django.db.models.signals import m2m_changed, post_delete, post_save
 
+    from clicks import signals as clicks_signals
     from similarity import signals as similarity_signals
 
     from .models import Image, Rendition, Tag
@@ -80,3 +89,4 @@ def receivers_connect() -> None:
     similarity_signals.vectors_stored.connect(pages_ingested, dispatch_uid=f"{uid}.vectors")
     similarity_signals.serving_model_switched.connect(pages_changed, dispatch_uid=f"{uid}.serving_model")
     setting_changed.connect(settings_changed, dispatch_uid=f"{uid}.setting")
+    clicks_signals.evidence_changed.connect(evidence_changed, dispatch_uid=f"{uid}.evidence")

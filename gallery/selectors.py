@@ -1,17 +1,29 @@
 """Reads for the gallery pages and the admin."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Count, prefetch_related_objects
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
+from clicks import selectors as clicks_selectors
 from pagecache import store
 from similarity import selectors as similarity_selectors
 from similarity.selectors import SimilarImage, images_similar_to
 
 from .models import Image, Tag
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """An image in another's list: its similarity (0 to 1) and the list that put it there,
+    "visual" (the nearest neighbours) or "hybrid" (re-ranked by what visitors chose)."""
+
+    image: Image
+    similarity: float
+    variant: str = "visual"
 
 
 def image_list(*, tag: Tag | None = None):
@@ -31,23 +43,43 @@ def image_get(*, image_id: int) -> Image:
 
 
 def image_recommendations(
-    *, image: Image, k: int | None = None, tag: Tag | None = None, diverse: bool | None = None
-) -> list[SimilarImage]:
-    """The images to show beside ``image`` (itself excluded), most similar first, thumbnails loaded.
+    *, image: Image, k: int | None = None, tag: Tag | None = None, diverse: bool | None = None,
+    variant: str | None = None,
+) -> list[Recommendation]:
+    """The images to show beside ``image`` (itself excluded), thumbnails loaded: what the image
+    page and the API's similar-images answer both show.
 
-    What the image page and the API's similar-images answer both show. ``k`` defaults to
-    RECOMMENDATIONS_K and ``diverse`` to DIVERSITY_DEFAULT. For an image from ``image_get``, which
-    knows whether it has a vector yet, one without has no neighbours and costs no query; the
-    renditions of the image and its neighbours come in one query however many there are.
+    ``variant``: "visual" (the nearest neighbours, most similar first), "hybrid" (those
+    re-ranked by what visitors chose, with images they often chose from this one), or, by
+    default, what CLICKS_COMPARISON says: the two interleaved, or one of them per image
+    (clicks.selectors). ``k`` defaults to RECOMMENDATIONS_K and ``diverse`` to
+    DIVERSITY_DEFAULT. For an image from ``image_get``, which knows whether it has a vector
+    yet, one without has no neighbours and costs no query; otherwise the neighbour search
+    (often from the cache), the evidence of visitors' choices unless the list is "visual",
+    and the renditions of every image shown in one query.
     """
     k = settings.RECOMMENDATIONS_K if k is None else k
     diverse = settings.DIVERSITY_DEFAULT if diverse is None else diverse
-    if getattr(image, "has_embedding", True):  # not annotated: the neighbour query finds out itself
-        similar = images_similar_to(image=image, k=k, tag=tag, diverse=diverse)
-    else:
-        similar = []
-    images_prefetch_renditions(images=[image, *(item.image for item in similar)])
-    return similar
+    variant = variant or clicks_selectors.variant_default()
+    if not getattr(image, "has_embedding", True):  # not annotated: the neighbour query finds out itself
+        images_prefetch_renditions(images=[image])
+        return []
+    wanted = k if variant == "visual" else k * settings.CLICKS_CANDIDATE_FACTOR
+    candidates = images_similar_to(image=image, k=wanted, tag=tag, diverse=diverse)
+    ranked = clicks_selectors.recommendations_rank(
+        source_id=image.pk, visual=[(item.image.pk, item.similarity) for item in candidates], k=k, variant=variant
+    )
+    by_id = {item.image.pk: item for item in candidates}
+    chosen_elsewhere = [image_id for image_id, _ in ranked if image_id not in by_id]
+    for item in similarity_selectors.images_similarity_to(image=image, image_ids=chosen_elsewhere, tag=tag):
+        by_id[item.image.pk] = item
+    shown = [
+        Recommendation(image=by_id[image_id].image, similarity=by_id[image_id].similarity, variant=team)
+        for image_id, team in ranked
+        if image_id in by_id
+    ]
+    images_prefetch_renditions(images=[image, *(item.image for item in shown)])
+    return shown
 
 
 def image_get_by_original_name(*, original_name: str) -> Image:

@@ -89,10 +89,19 @@ class ImageUpdateSerializer(serializers.Serializer):
 
 class SimilarImageSerializer(ImageCardSerializer):
     similarity = serializers.FloatField(read_only=True, help_text="Cosine similarity, from 0 (unlike) to 1 (the same).")
+    variant = serializers.ChoiceField(
+        choices=["visual", "hybrid"], read_only=True,
+        help_text="The list that put the image here: `visual` (nearest by the picture) or `hybrid` "
+        "(re-ranked by what visitors chose from this image).",
+    )
 
     def to_representation(self, item):
-        # An item is a SimilarImage (image, similarity): the card describes its image.
-        return {**ImageCardSerializer().to_representation(item.image), "similarity": round(item.similarity, 6)}
+        # An item is a Recommendation or SimilarImage (image, similarity): the card describes its image.
+        return {
+            **ImageCardSerializer().to_representation(item.image),
+            "similarity": round(item.similarity, 6),
+            "variant": getattr(item, "variant", "visual"),
+        }
 
 
 class ImageWithStatusSerializer(ImageCardSerializer):
@@ -133,6 +142,13 @@ def k_field() -> serializers.IntegerField:
 
 class SimilarQuery(TagQuery):
     k = k_field()
+    variant = serializers.ChoiceField(
+        choices=["visual", "hybrid"], required=False, default=None, allow_null=True,
+        help_text="`visual`: the nearest images by the picture. `hybrid`: those re-ranked by what "
+        "visitors chose from this image, with images they often chose that the picture alone would "
+        "not find. Without it, the site's comparison (CLICKS_COMPARISON): the two lists "
+        "interleaved, each item naming its list, or one list per image.",
+    )
     diverse = serializers.BooleanField(
         required=False,
         allow_null=True,

@@ -5,10 +5,11 @@ from django.views.generic import DetailView, FormView, ListView
 from django_ratelimit.core import _split_rate
 from django_ratelimit.decorators import ratelimit
 
+from clicks import recording
 from similarity import search
 
 from . import selectors
-from .forms import SearchForm, requested_diverse, requested_k
+from .forms import SearchForm, requested_diverse, requested_k, requested_variant
 from .pagination import CountOncePaginator
 
 
@@ -55,16 +56,28 @@ class ImageDetailView(DetailView):
         k = requested_k(self.request.GET.get("k"))
         tag = selectors.tag_get(slug=self.request.GET.get("tag"))
         diverse = requested_diverse(self.request.GET.get("diverse"))
-        similar = selectors.image_recommendations(image=self.object, k=k, tag=tag, diverse=diverse)
+        variant = requested_variant(self.request.GET.get("variant"))
+        similar = selectors.image_recommendations(image=self.object, k=k, tag=tag, diverse=diverse, variant=variant)
         context.update(
             k=k,
             k_choices=[3, 6, 12, 24, settings.RECOMMENDATIONS_K_MAX],
             tag=tag,
             diverse=diverse,
+            variant=variant,
             has_embedding=self.object.has_embedding,
             similar_images=similar,
         )
         return context
+
+    def render_to_response(self, context, **kwargs):
+        response = super().render_to_response(context, **kwargs)
+        if context["similar_images"]:
+            # What the list showed, for clicks.middleware to count once per page served
+            # (from the page cache too); it never leaves the site.
+            response[recording.SHOWN_HEADER] = recording.shown_header_value(
+                source_id=self.object.pk, shown=[(item.image.pk, item.variant) for item in context["similar_images"]]
+            )
+        return response
 
 
 def recommend_redirect(request):

@@ -172,6 +172,32 @@ def images_similar_to(
     return [SimilarImage(image=loaded[image_id], similarity=score) for image_id, score in ranked if image_id in loaded]
 
 
+def images_similarity_to(
+    *, image, image_ids: list[int], identity: str | None = None, tag=None
+) -> list[SimilarImage]:
+    """Those images, with their similarity to ``image`` (by the serving model unless
+    ``identity``), in the order given; one query. For images a list holds without the visual
+    search having found them (visitors chose them): what their score is. Images without a
+    vector from that model, gone, or without ``tag`` when one is given, are left out."""
+    if not image_ids:
+        return []
+    identity = serving_identity_expression() if identity is None else identity
+    own_vector = Embedding.objects.filter(image_id=image.pk, model_identity=identity).values("vector")[:1]
+    rows = (
+        Embedding.objects.for_model(identity)
+        .filter(image_id__in=image_ids, **({"image__tags": tag} if tag is not None else {}))
+        .annotate(distance=CosineDistance("vector", Subquery(own_vector)))
+        .select_related("image")
+        .defer("vector")
+    )
+    by_id = {row.image_id: row for row in rows if row.distance is not None}
+    return [
+        SimilarImage(image=by_id[image_id].image, similarity=similarity_from_distance(by_id[image_id].distance))
+        for image_id in image_ids
+        if image_id in by_id
+    ]
+
+
 # --- Embedding status -------------------------------------------------------------------
 #
 # An image's status is its row for the configured model (what the workers embed with), or,

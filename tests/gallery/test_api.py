@@ -85,9 +85,10 @@ def test_query_count_does_not_grow_with_k(client, gallery_images, image_factory,
         assert len(client.get(similar_url(chosen, k=20) + f"&diverse={diverse}").json()["similar"]) == 20
 
     # The image (with whether it has a vector) and its tags, one index scan ordered by the
-    # distance to its vector, read in a subquery, joining the neighbours' images, and the
-    # renditions of them all.
-    assert len(one) == len(twenty) == 4
+    # distance to its vector, read in a subquery, joining the neighbours' images, the
+    # evidence of visitors' choices for this image (the default list interleaves both), and
+    # the renditions of them all.
+    assert len(one) == len(twenty) == 5
 
 
 def test_an_image_without_a_vector_has_no_neighbours_yet(client, gallery_images, image_factory):

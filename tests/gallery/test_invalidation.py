@@ -18,7 +18,10 @@ from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from clicks.evidence import evidence_refresh
+from clicks.models import PairDay
 from gallery.models import Image, Tag
 from gallery.renditions import renditions_create
 from gallery.services import image_update, images_tag
@@ -44,7 +47,9 @@ class World:
 
 
 @pytest.fixture
-def world(image_factory) -> World:
+def world(image_factory, settings) -> World:
+    # Visitors' evidence may outweigh a large visual gap here: the worlds are tiny.
+    settings.CLICKS_EVIDENCE_WEIGHT = 10
     chosen = image_factory(1, vector=unit_vector(1, 0, 0), caption="Quay at dawn")
     near = image_factory(2, vector=unit_vector(1, 0.3, 0), caption="Boats moored")
     far = image_factory(3, vector=unit_vector(0.2, 1, 0), caption="Green field")
@@ -59,6 +64,10 @@ def world(image_factory) -> World:
 
 def page_url(world: World, page: str) -> str:
     image = {"chosen": world.chosen, "near": world.near, "far": world.far, "pending": world.pending}
+    if page == "chosen's hybrid page":
+        return reverse("gallery:image-detail", args=[world.chosen.pk]) + "?variant=hybrid"
+    if page == "json similar chosen hybrid":
+        return reverse("gallery:api-similar", args=[world.chosen.pk]) + "?variant=hybrid"
     if page == "gallery":
         return reverse("gallery:image-list")
     if page == "tag page":
@@ -84,7 +93,8 @@ def listed_ids(html: str) -> list[int]:
         html = html.split('class="grid', 1)[1]
     else:
         return []
-    ids = [int(found) for found in re.findall(r'<a href="/images/(\d+)/"', html)]
+    # A similar list's links count the choice first (/go/<source>/<position>/<variant>/<id>/).
+    ids = [int(found) for found in re.findall(r'<a href="/(?:images|go/\d+/\d+/\w+)/(\d+)/"', html)]
     return list(dict.fromkeys(ids))
 
 
@@ -226,6 +236,16 @@ def serving_model_switched(world):
     serving_model_switch(identity=OTHER_MODEL, images_total=3)
 
 
+def choices_rerank(world):
+    """Visitors skip the nearest image and choose the farther one, day after day."""
+    today = timezone.now().date()
+    PairDay.objects.create(day=today, source=world.chosen, target=world.near, variant="visual", position=1,
+                           impressions=200, choices=0)
+    PairDay.objects.create(day=today, source=world.chosen, target=world.far, variant="visual", position=2,
+                           impressions=200, choices=120)
+    evidence_refresh()
+
+
 def ids_of(response) -> list[int]:
     if response["Content-Type"].startswith("application/json"):
         return json_ids(response.json())
@@ -252,6 +272,7 @@ CHANGES = {
     "vector added": (vector_added, newcomer_first, ["chosen's page", "json similar chosen"]),
     "vector replaced": (vector_replaced, far_first, ["chosen's page", "json similar chosen"]),
     "serving model switched": (serving_model_switched, far_first, ["chosen's page", "json similar chosen"]),
+    "visitors' choices re-rank": (choices_rerank, far_first, ["chosen's hybrid page", "json similar chosen hybrid"]),
 }
 
 
@@ -268,6 +289,16 @@ def test_every_change_shows_on_the_next_request_of_every_affected_page(world, ki
         response = visit(page_url(world, page))
         assert response.status_code in (200, 404), page
         assert shows(world, page, response), f"{kind}: {page} still shows the page from before"
+
+
+def test_visitors_choices_drop_only_the_pages_of_the_images_they_re_rank(world):
+    warm(world, ["chosen's hybrid page", "near's page", "gallery"])
+    choices_rerank(world)
+    assert ids_of(visit(page_url(world, "chosen's hybrid page")))[:2] == [world.far.pk, world.near.pk]
+    for page in ("near's page", "gallery"):  # still kept: no SQL on their first request after it
+        with CaptureQueriesContext(connection) as queries:
+            assert visit(page_url(world, page)).status_code == 200
+        assert len(queries) == 0, page
 
 
 def test_a_change_committed_later_drops_pages_cached_while_it_was_open(world):

@@ -71,13 +71,18 @@ def test_an_image_not_from_image_get_still_has_none_without_a_vector(chosen_and_
 def test_the_number_of_queries_does_not_depend_on_k(chosen_and_neighbours, diverse):
     chosen, _ = chosen_and_neighbours
     counts = {}
-    for k in (1, 6, 12):
-        with CaptureQueriesContext(connection) as queries:
-            found = selectors.image_recommendations(image=chosen, k=k, diverse=diverse)
-        assert len(found) == k
-        counts[k] = len(queries)
-    # The neighbours (one index scan, their images joined), and every rendition in one more.
-    assert counts == {1: 2, 6: 2, 12: 2}, counts
+    for variant in ("visual", "interleaved"):
+        for k in (1, 6, 12):
+            with CaptureQueriesContext(connection) as queries:
+                found = selectors.image_recommendations(image=chosen, k=k, diverse=diverse, variant=variant)
+            assert len(found) == k
+            counts[variant, k] = len(queries)
+    # The neighbours (one index scan, their images joined), and every rendition in one more;
+    # a list that may use visitors' choices reads their evidence for this image too.
+    assert counts == {
+        ("visual", 1): 2, ("visual", 6): 2, ("visual", 12): 2,
+        ("interleaved", 1): 3, ("interleaved", 6): 3, ("interleaved", 12): 3,
+    }, counts
 
 
 def test_the_image_and_its_neighbours_come_with_their_renditions(chosen_and_neighbours):

@@ -75,7 +75,10 @@ def test_detail_lists_neighbours_most_similar_first_with_scores(client, image_fa
     # cos(near) = 1/sqrt(1.04) = 0.98; cos(far) = 0.2/sqrt(1.04) = 0.20
     assert ">0.98<" in html and ">0.20<" in html
     assert html.index(near.caption) < html.index(far.caption)
-    assert detail_url(near) in html
+    # Each link counts the choice (clicks.views), then leads to the neighbour's page.
+    link = reverse("clicks:choice", args=[chosen.pk, 1, similar[0].variant, near.pk])
+    assert f'href="{link}"' in html
+    assert client.get(link)["Location"] == detail_url(near)
 
 
 def test_an_identical_vector_scores_one(client, image_factory):
@@ -133,8 +136,9 @@ def test_recommendation_page_query_count_does_not_depend_on_k(client, image_fact
         assert len(response.context["similar_images"]) == k
         counts[k] = len(queries)
     assert counts[1] == counts[6] == counts[20], counts
-    # The image, its tags, the neighbours (one index scan), and all their thumbnails.
-    assert counts[1] <= 4, counts
+    # The image, its tags, the neighbours (one index scan), the evidence of visitors'
+    # choices, and all their thumbnails.
+    assert counts[1] <= 5, counts
 
 
 def test_recommend_redirects_by_original_file_name(client, image_factory):
