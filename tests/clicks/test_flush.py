@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from clicks import tasks
 from clicks.models import PairDay
@@ -135,3 +136,15 @@ def test_a_flush_with_redis_down_fails_nothing_and_still_expires_old_days(buffer
     settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
     result = events_flush()
     assert result.unavailable and result.expired_rows == 1
+
+
+def test_an_image_deleted_in_the_database_takes_its_click_rows_with_it(image_factory):
+    """The foreign keys cascade in PostgreSQL too: rows a flush adds while an image is being
+    deleted cannot make its deletion fail."""
+    source, target = image_factory(1), image_factory(2)
+    PairDay.objects.create(day="2026-01-01", source=source, target=target, variant="visual", position=1,
+                           impressions=3, choices=1)
+    with connection.cursor() as cursor:  # only the click rows are left to the database
+        cursor.execute("DELETE FROM similarity_embeddingjob WHERE image_id = %s", [target.pk])
+        cursor.execute("DELETE FROM gallery_image WHERE id = %s", [target.pk])
+    assert not PairDay.objects.exists()
