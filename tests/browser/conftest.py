@@ -102,7 +102,8 @@ def _with_content_security_policy(route):
     if route.request.resource_type != "document" or route.request.method != "GET":
         route.continue_()
         return
-    response = route.fetch()
+    # A redirect goes back to the browser, which follows it itself (and shows its address).
+    response = route.fetch(max_redirects=0)
     if "content-security-policy" in response.headers:  # the site's own policy, when it sends one
         route.fulfill(response=response)
         return
