@@ -47,6 +47,8 @@ local template = os.getenv("BENCH_PATH")
 local expected = tonumber(os.getenv("BENCH_STATUS"))
 local etag = os.getenv("BENCH_IF_NONE_MATCH") or ""
 wrk.headers["Host"] = "%(host)s"
+-- A browser's user agent: pages count the lists they show for browsers only (clicks/).
+wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 -- Production settings redirect plain HTTP: the proxy in front says the request came over HTTPS.
 wrk.headers["X-Forwarded-Proto"] = "https"
 if etag ~= "" then wrk.headers["If-None-Match"] = etag end
@@ -282,8 +284,7 @@ def run_configuration(build_rows, *, broker_url: str, rounds: int, connections: 
     """``build_rows(port)``: the rows, once the server answers (a page's ETag is its answer)."""
     import psutil
 
-    server, port = gunicorn_production(broker_url, **({"GUNICORN_CMD_ARGS": gunicorn_arguments}
-                                                      if gunicorn_arguments else {}))
+    server, port = gunicorn_production(broker_url, **variant_environment(gunicorn_arguments))
     result = {"gunicorn_arguments": gunicorn_arguments, "rounds": []}
     try:
         result["workers"] = len(psutil.Process(server.pid).children())
@@ -395,6 +396,15 @@ def met(target: dict, row: dict) -> str:
         return "floor"
     ok = row["ratio"] >= target["goal"] and row["p95_ms"] <= P95_GOAL_MS and row["errors"] == 0
     return "met" if ok else "**not met**"
+
+
+def variant_environment(variant: str) -> dict[str, str]:
+    """A variant's environment: ``NAME=value`` words are settings (``CLICKS_RECORDING=false``),
+    the rest gunicorn's arguments (GUNICORN_CMD_ARGS)."""
+    words = variant.split()
+    settings = dict(word.split("=", 1) for word in words if re.match(r"[A-Z][A-Z0-9_]*=", word))
+    arguments = " ".join(word for word in words if not re.match(r"[A-Z][A-Z0-9_]*=", word))
+    return {**settings, **({"GUNICORN_CMD_ARGS": arguments} if arguments else {})}
 
 
 def configuration_name(arguments: str, configuration: dict) -> str:

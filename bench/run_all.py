@@ -57,7 +57,8 @@ def arguments(argv):
     add("--page-connections", type=int, default=4)
     add("--page-variants", type=lambda text: [v.strip() for v in text.split(";") if v.strip()],
         default=["--worker-class gthread --threads 2", "--max-requests 0"],
-        help="GUNICORN_CMD_ARGS measured beside the site's configuration, separated by ';'")
+        help="configurations measured beside the site's, separated by ';': GUNICORN_CMD_ARGS, and NAME=value "
+        "words for settings (e.g. CLICKS_RECORDING=false)")
     add("--page-tag-fraction", type=float, default=0.01, help="share of the images the bench tag covers")
     add("--page-ingest", type=int, default=1000, help="images uploaded and embedded by a worker while the cached "
         "pages are driven, for the page cache's hit rates (0: not measured)")
