@@ -1,5 +1,5 @@
 // Lighthouse on several pages in one process and one browser: node lighthouse.mjs mobile|desktop URL...
-// Prints one JSON object: {url: {scores: {category: score}, cls, totalByteWeight, failing: [audits]}}.
+// Prints one JSON object: {url: {scores: {category: score}, cls, lcp, totalByteWeight, failing: [audits]}}.
 // The browser is the one CHROME_PATH names (Debian's chromium), started once for every page.
 import * as chromeLauncher from "chrome-launcher";
 import lighthouse from "lighthouse";
@@ -39,6 +39,7 @@ try {
     results[url] = {
       scores: Object.fromEntries(Object.entries(categories).map(([id, category]) => [id, category.score])),
       cls: audits["cumulative-layout-shift"].numericValue ?? null,
+      lcp: audits["largest-contentful-paint"].numericValue ?? null,
       totalByteWeight: audits["total-byte-weight"].numericValue ?? null,
       runtimeError: runnerResult.lhr.runtimeError?.message ?? null,
       failing,
