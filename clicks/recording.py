@@ -3,10 +3,14 @@
 Two kinds of event, each a short string holding a UTC day and image ids, never anything about
 who asked:
 
-- an impression: the list shown under image ``source`` (``i|2026-12-03|12;34v,56h``: image 34
-  at position 1, put there by the visual variant, image 56 at position 2 by the hybrid one);
+- an impression: the list shown under image ``source`` (``i|2026-12-03|12;34v,56h;i``: image 34
+  at position 1, put there by the visual variant, image 56 at position 2 by the hybrid one, in
+  an interleaved list);
 - a choice: the link at ``position`` of ``source``'s list followed to ``target``
-  (``c|2026-12-03|12|2|hybrid|56``).
+  (``c|2026-12-03|12|2|hybrid|56|interleaved``).
+
+The comparison that made the list (``COMPARISON_CODES``) comes last; events without it, written
+before it was recorded, count as "single".
 
 The web process only appends them to a Redis list (the cache's server, one round trip);
 ``clicks.services.events_flush`` parses and aggregates them into ``PairDay`` rows. A page never
@@ -34,6 +38,10 @@ SHOWN_HEADER = "X-Imagerec-Shown"
 # One letter per variant in an impression, so a 50-image list stays a few hundred bytes.
 VARIANT_CODES = {"visual": "v", "hybrid": "h"}
 VARIANTS_BY_CODE = {code: variant for variant, code in VARIANT_CODES.items()}
+# How the list was made: both variants interleaved, one of them by the source's A/B arm, or the
+# one a page asked for by name (clicks.models.Comparison).
+COMPARISON_CODES = {"interleaved": "i", "ab": "a", "single": "s"}
+COMPARISONS_BY_CODE = {code: comparison for comparison, code in COMPARISON_CODES.items()}
 # PostgreSQL's bigint: a larger id names no image and could not even be written.
 LARGEST_ID = 2**63 - 1
 
@@ -83,10 +91,12 @@ def events_lost() -> Counter:
     return _counters()[1]
 
 
-def shown_header_value(*, source_id: int, shown: list[tuple[int, str]]) -> str:
+def shown_header_value(*, source_id: int, shown: list[tuple[int, str]], comparison: str = "single") -> str:
     """The ``X-Imagerec-Shown`` value for ``source_id``'s list: ``shown`` is its target ids in
-    list order (position 1 first), each with the variant that put it there."""
-    return f"{int(source_id)};" + ",".join(f"{int(target_id)}{VARIANT_CODES[variant]}" for target_id, variant in shown)
+    list order (position 1 first), each with the variant that put it there; ``comparison`` how
+    the list was made ("interleaved", "ab", or "single": a variant asked for by name)."""
+    items = ",".join(f"{int(target_id)}{VARIANT_CODES[variant]}" for target_id, variant in shown)
+    return f"{int(source_id)};{items};{COMPARISON_CODES[comparison]}"
 
 
 def request_may_be_counted(request) -> bool:
@@ -114,8 +124,8 @@ def impression_event(*, shown_header: str) -> str:
     return f"i|{today()}|{shown_header}"
 
 
-def choice_event(*, source_id: int, position: int, variant: str, target_id: int) -> str:
-    return f"c|{today()}|{source_id}|{position}|{variant}|{target_id}"
+def choice_event(*, source_id: int, position: int, variant: str, target_id: int, comparison: str) -> str:
+    return f"c|{today()}|{source_id}|{position}|{variant}|{target_id}|{comparison}"
 
 
 class EventBuffer:

@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import ranking
-from .models import PairEvidence, Variant
+from .models import Comparison, PairEvidence, Variant
 
 VARIANTS = ("visual", "hybrid", "interleaved", "ab")
 
@@ -15,6 +15,13 @@ VARIANTS = ("visual", "hybrid", "interleaved", "ab")
 def variant_default() -> str:
     """How a page compares the two lists when it does not ask for one: "interleaved" or "ab"."""
     return settings.CLICKS_COMPARISON
+
+
+def comparison_of(*, variant: str | None) -> str:
+    """How the list a page asked for as ``variant`` is made, for its shown header and links:
+    "interleaved" or "ab" (None: the site's default), or "single" for a variant asked for by name."""
+    variant = variant or variant_default()
+    return variant if variant in (Comparison.INTERLEAVED, Comparison.AB) else Comparison.SINGLE.value
 
 
 def recommendations_rank(

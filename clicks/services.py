@@ -12,7 +12,15 @@ from django.conf import settings
 from django.db import connection
 
 from .models import PairDay
-from .recording import LARGEST_ID, VARIANT_CODES, VARIANTS_BY_CODE, event_buffer, redis_errors
+from .recording import (
+    COMPARISON_CODES,
+    COMPARISONS_BY_CODE,
+    LARGEST_ID,
+    VARIANT_CODES,
+    VARIANTS_BY_CODE,
+    event_buffer,
+    redis_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +28,11 @@ logger = logging.getLogger(__name__)
 # later) goes on where it stopped.
 FLUSH_TIME_BUDGET_SECONDS = 30.0
 
-# (day, source id, target id, variant, position) -> [impressions, choices]
-Counts = dict[tuple[date, int, int, str, int], list[int]]
+# (day, source id, target id, comparison, variant, position) -> [impressions, choices]
+Counts = dict[tuple[date, int, int, str, str, int], list[int]]
+
+# Events written before the comparison was recorded say nothing of it.
+UNRECORDED_COMPARISON = "single"
 
 
 @dataclass
@@ -44,8 +55,8 @@ def _image_id(text: str) -> int:
 
 
 def events_aggregate(*, events: list[str]) -> tuple[Counts, int]:
-    """Daily counts per (source, target, variant, position) from raw events, and how many of
-    them could not be read (left out)."""
+    """Daily counts per (source, target, comparison, variant, position) from raw events, and
+    how many of them could not be read (left out)."""
     counts: Counts = defaultdict(lambda: [0, 0])
     days: dict[str, date] = {}
     malformed = 0
@@ -56,18 +67,27 @@ def events_aggregate(*, events: list[str]) -> tuple[Counts, int]:
             if day is None:
                 day = days[day_text] = date.fromisoformat(day_text)
             if kind == "i":
-                source_text, _, items = payload.partition(";")
+                source_text, items, *comparison_code = payload.split(";")
+                if len(comparison_code) > 1:
+                    raise ValueError(f"more fields than an impression has: {payload}")
+                comparison = COMPARISONS_BY_CODE[comparison_code[0]] if comparison_code else UNRECORDED_COMPARISON
                 source = _image_id(source_text)
                 # Parsed whole before any is counted: a damaged event adds nothing.
                 shown = [(_image_id(item[:-1]), VARIANTS_BY_CODE[item[-1]]) for item in items.split(",") if item]
                 for position, (target, variant) in enumerate(shown, start=1):
-                    counts[(day, source, target, variant, position)][0] += 1
+                    counts[(day, source, target, comparison, variant, position)][0] += 1
             elif kind == "c":
-                source_text, position_text, variant, target_text = payload.split("|")
+                source_text, position_text, variant, target_text, *comparison_field = payload.split("|")
+                if len(comparison_field) > 1:
+                    raise ValueError(f"more fields than a choice has: {payload}")
+                comparison = comparison_field[0] if comparison_field else UNRECORDED_COMPARISON
+                if comparison not in COMPARISON_CODES:
+                    raise ValueError(f"not a comparison: {comparison}")
                 position = int(position_text)
                 if variant not in VARIANT_CODES or not 0 < position <= settings.RECOMMENDATIONS_K_MAX:
                     raise ValueError(f"not a list position: {position_text} {variant}")
-                counts[(day, _image_id(source_text), _image_id(target_text), variant, position)][1] += 1
+                key = (day, _image_id(source_text), _image_id(target_text), comparison, variant, position)
+                counts[key][1] += 1
             else:
                 raise ValueError(f"unknown kind {kind!r}")
         except (ValueError, KeyError, IndexError):
@@ -93,15 +113,16 @@ def pair_days_add(*, counts: Counts) -> int:
             f"""
             WITH batch AS (
                 SELECT * FROM unnest(
-                    %s::date[], %s::bigint[], %s::bigint[], %s::varchar[], %s::smallint[], %s::integer[], %s::integer[]
-                ) AS batch(day, source_id, target_id, variant, position, impressions, choices)
+                    %s::date[], %s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[], %s::smallint[],
+                    %s::integer[], %s::integer[]
+                ) AS batch(day, source_id, target_id, comparison, variant, position, impressions, choices)
             ), present AS (
                 SELECT id FROM {images}
                 WHERE id IN (SELECT source_id FROM batch UNION SELECT target_id FROM batch)
                 FOR KEY SHARE
             )
-            INSERT INTO {table} AS pair (day, source_id, target_id, variant, position, impressions, choices)
-            SELECT batch.day, batch.source_id, batch.target_id, batch.variant, batch.position,
+            INSERT INTO {table} AS pair (day, source_id, target_id, comparison, variant, position, impressions, choices)
+            SELECT batch.day, batch.source_id, batch.target_id, batch.comparison, batch.variant, batch.position,
                    batch.impressions, batch.choices
             FROM batch
             JOIN present AS source ON source.id = batch.source_id

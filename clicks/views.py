@@ -8,7 +8,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 from django_ratelimit.core import is_ratelimited
 
-from .recording import LARGEST_ID, VARIANT_CODES, choice_event, event_record, events_lost, redis_errors, request_may_be_counted
+from .recording import (
+    COMPARISON_CODES,
+    LARGEST_ID,
+    VARIANT_CODES,
+    choice_event,
+    event_record,
+    events_lost,
+    redis_errors,
+    request_may_be_counted,
+)
 
 
 def choice_may_be_counted(request, *, source_id: int, target_id: int) -> bool:
@@ -33,13 +42,15 @@ def choice_may_be_counted(request, *, source_id: int, target_id: int) -> bool:
 
 
 @require_safe
-def choice(request, source: int, position: int, variant: str, target: int):
-    """``/go/<source>/<position>/<variant>/<target>/``: the link at ``position`` of ``source``'s
-    list, put there by ``variant``. Always redirects to ``target``'s page (a 404 for a link no
-    list could hold); counts the choice when a visitor's browser followed it within the rates.
-    Works without JavaScript: the link itself carries the signal."""
+def choice(request, source: int, position: int, variant: str, target: int, comparison: str = "single"):
+    """``/go/<source>/<position>/<comparison>/<variant>/<target>/``: the link at ``position`` of
+    ``source``'s list, made by ``comparison`` ("interleaved", "ab" or "single"; "single" when the
+    link leaves it out), put there by ``variant``. Always redirects to ``target``'s page (a 404
+    for a link no list could hold); counts the choice when a visitor's browser followed it
+    within the rates. Works without JavaScript: the link itself carries the signal."""
     if (
         variant not in VARIANT_CODES
+        or comparison not in COMPARISON_CODES
         or not 1 <= position <= settings.RECOMMENDATIONS_K_MAX
         or not 0 < source <= LARGEST_ID
         or not 0 < target <= LARGEST_ID
@@ -54,7 +65,9 @@ def choice(request, source: int, position: int, variant: str, target: int):
         else:
             if counted:
                 event_record(
-                    choice_event(source_id=source, position=position, variant=variant, target_id=target),
+                    choice_event(
+                        source_id=source, position=position, variant=variant, target_id=target, comparison=comparison
+                    ),
                     kind="choice",
                 )
     response = HttpResponseRedirect(reverse("gallery:image-detail", args=[target]))

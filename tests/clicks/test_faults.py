@@ -45,5 +45,5 @@ def test_a_full_buffer_drops_new_events_and_counts_them(buffer, settings):
     for target in range(10, 15):
         assert clicker.get(reverse("clicks:choice", args=[1, 1, "visual", target])).status_code == 302
     assert buffer.length() == 3
-    assert buffer.head(10)[-1].endswith("|12")  # the first three kept, the later ones dropped
+    assert buffer.head(10)[-1].endswith("|12|single")  # the first three kept, the later ones dropped
     assert lost(scrape(Client()), "choice") == lost(before, "choice") + 2

@@ -17,14 +17,18 @@ from tests.clicks.helpers import buffer, flush, pair_days  # noqa: F401
 pytestmark = pytest.mark.django_db
 
 
-def shown(source, *targets) -> None:
+def shown(source, *targets, comparison="single") -> None:
     """One impression of ``source``'s list: ``targets`` as (image, variant) in list order."""
-    header = shown_header_value(source_id=source.pk, shown=[(target.pk, variant) for target, variant in targets])
+    header = shown_header_value(
+        source_id=source.pk, shown=[(target.pk, variant) for target, variant in targets], comparison=comparison
+    )
     assert event_record(impression_event(shown_header=header), kind="impression")
 
 
-def chosen(source, position, variant, target) -> None:
-    event = choice_event(source_id=source.pk, position=position, variant=variant, target_id=target.pk)
+def chosen(source, position, variant, target, comparison="single") -> None:
+    event = choice_event(
+        source_id=source.pk, position=position, variant=variant, target_id=target.pk, comparison=comparison
+    )
     assert event_record(event, kind="choice")
 
 
@@ -64,6 +68,39 @@ def test_events_are_aggregated_per_pair_position_and_variant_and_two_flushes_add
     assert buffer.length() == 0
 
 
+def test_each_comparison_keeps_its_own_counts(buffer, images):
+    a, b, c, _ = images
+    shown(a, (b, "visual"), (c, "hybrid"), comparison="interleaved")
+    shown(a, (b, "visual"), (c, "hybrid"), comparison="interleaved")
+    shown(a, (b, "hybrid"), (c, "hybrid"), comparison="ab")
+    shown(a, (b, "visual"), (c, "visual"))  # ?variant=visual
+    chosen(a, 2, "hybrid", c, comparison="interleaved")
+    chosen(a, 1, "visual", b)
+
+    flush()
+    rows = PairDay.objects.values_list("target_id", "comparison", "variant", "position", "impressions", "choices")
+    assert sorted(rows) == sorted(
+        [
+            (b.pk, "interleaved", "visual", 1, 2, 0),
+            (c.pk, "interleaved", "hybrid", 2, 2, 1),
+            (b.pk, "ab", "hybrid", 1, 1, 0),
+            (c.pk, "ab", "hybrid", 2, 1, 0),
+            (b.pk, "single", "visual", 1, 1, 1),
+            (c.pk, "single", "visual", 2, 1, 0),
+        ]
+    )
+
+
+def test_events_written_before_the_comparison_was_recorded_count_as_single(buffer, images):
+    a, b, _, _ = images
+    today = datetime.now(UTC).date().isoformat()
+    buffer.client.rpush(buffer.key, f"i|{today}|{a.pk};{b.pk}h", f"c|{today}|{a.pk}|1|hybrid|{b.pk}")
+    assert flush().malformed == 0
+    assert list(PairDay.objects.values_list("comparison", "variant", "impressions", "choices")) == [
+        ("single", "hybrid", 1, 1)
+    ]
+
+
 def test_small_batches_write_the_same_counts_as_one(buffer, images):
     a, b, c, _ = images
     for _ in range(7):
@@ -89,11 +126,17 @@ def test_events_of_a_deleted_image_are_dropped_quietly(buffer, images):
 
 def test_unreadable_events_are_dropped_and_the_rest_written(buffer, images):
     a, b, _, _ = images
-    for junk in ("", "x|2026-01-01|1", "i|yesterday|1;2v", f"i|2026-01-01|{a.pk};{b.pk}q", "c|2026-01-01|1|99|visual|2"):
+    for junk in (
+        "", "x|2026-01-01|1", "i|yesterday|1;2v", f"i|2026-01-01|{a.pk};{b.pk}q", "c|2026-01-01|1|99|visual|2",
+        f"i|2026-01-01|{a.pk};{b.pk}v;x",  # no such comparison
+        f"i|2026-01-01|{a.pk};{b.pk}v;i;i",
+        f"c|2026-01-01|{a.pk}|1|visual|{b.pk}|popular",
+        f"c|2026-01-01|{a.pk}|1|visual|{b.pk}|ab|ab",
+    ):
         buffer.client.rpush(buffer.key, junk)
     chosen(a, 1, "visual", b)
     result = flush()
-    assert result.malformed == 5
+    assert result.malformed == 9
     assert pair_days() == [(a.pk, b.pk, "visual", 1, 0, 1)]
     assert buffer.length() == 0
 

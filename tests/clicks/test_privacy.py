@@ -15,10 +15,12 @@ from tests.clicks.helpers import buffer, flush, pair_days, visitor  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
-# Every column the clicks app stores: days, image ids, variants, positions and counts. A new
+# Every column the clicks app stores: days, image ids, comparisons, variants, positions and counts. A new
 # column fails this test until someone has checked it says nothing about who a visitor is.
 NON_IDENTIFYING_COLUMNS = {
-    "clicks_pairday": {"id", "day", "source_id", "target_id", "variant", "position", "impressions", "choices"},
+    "clicks_pairday": {
+        "id", "day", "source_id", "target_id", "comparison", "variant", "position", "impressions", "choices",
+    },
     "clicks_pairevidence": {"id", "source_id", "target_id", "choices", "exposure", "score", "updated_at"},
 }
 

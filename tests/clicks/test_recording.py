@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from clicks.models import PairDay
 from clicks.recording import SHOWN_HEADER
 from tests.clicks.helpers import BROWSER, buffer, flush, pair_days, visitor  # noqa: F401
 from tests.observability.helpers import scrape, value
@@ -14,9 +15,17 @@ from tests.observability.helpers import scrape, value
 pytestmark = pytest.mark.django_db
 
 
-def choice_url(source, position, variant, target) -> str:
-    """The link at ``position`` of ``source``'s list (images or plain ids)."""
-    return reverse("clicks:choice", args=[getattr(source, "pk", source), position, variant, getattr(target, "pk", target)])
+def choice_url(source, position, variant, target, comparison=None) -> str:
+    """The link at ``position`` of ``source``'s list (images or plain ids), naming the list's
+    comparison or, as links from before it was recorded, not."""
+    source, target = getattr(source, "pk", source), getattr(target, "pk", target)
+    if comparison is None:
+        return reverse("clicks:choice", args=[source, position, variant, target])
+    return reverse("clicks:choice", args=[source, position, comparison, variant, target])
+
+
+def pair_days_by_comparison():
+    return sorted(PairDay.objects.values_list("source_id", "target_id", "comparison", "variant", "position", "impressions", "choices"))
 
 
 def test_a_followed_link_is_counted_once_with_its_position_and_variant(buffer, image_factory):
@@ -31,6 +40,21 @@ def test_a_followed_link_is_counted_once_with_its_position_and_variant(buffer, i
     assert not response.cookies
     assert flush().events == 1
     assert pair_days() == [(source.pk, target.pk, "hybrid", 3, 0, 1)]
+
+
+def test_a_link_names_the_comparison_its_list_was_made_by(buffer, image_factory):
+    source, target = image_factory(1), image_factory(2)
+
+    interleaved = visitor().get(choice_url(source, 2, "hybrid", target, comparison="interleaved"))
+    without_comparison = visitor().get(choice_url(source, 2, "hybrid", target))
+
+    assert choice_url(source, 2, "hybrid", target, comparison="interleaved") == f"/go/{source.pk}/2/interleaved/hybrid/{target.pk}/"
+    assert interleaved["Location"] == without_comparison["Location"] == reverse("gallery:image-detail", args=[target.pk])
+    flush()
+    assert pair_days_by_comparison() == [
+        (source.pk, target.pk, "interleaved", "hybrid", 2, 0, 1),
+        (source.pk, target.pk, "single", "hybrid", 2, 0, 1),
+    ]
 
 
 NOT_COUNTED = {
@@ -105,6 +129,10 @@ def test_one_client_counts_at_most_its_overall_rate(buffer, settings):
         "/go/0/1/visual/2/",
         "/go/-1/1/visual/2/",
         "/go/1/1/visual/",
+        "/go/1/1/popular/visual/2/",  # no such comparison
+        "/go/1/1/interleaved/popular/2/",
+        "/go/1/1/interleaved/visual/1/",
+        "/go/1/1/single/interleaved/visual/2/",
     ],
 )
 def test_links_no_list_could_hold_get_a_404_never_a_500(buffer, path):
@@ -141,6 +169,19 @@ def test_the_shown_header_never_reaches_a_client_and_a_cached_page_still_counts(
     assert buffer.length() == 2
     flush()
     assert pair_days() == [(source.pk, near.pk, "visual", 1, 2, 0), (source.pk, far.pk, "hybrid", 2, 2, 0)]
+
+
+@pytest.mark.urls("tests.clicks.urls")
+def test_an_impression_keeps_the_comparison_its_list_was_made_by(buffer, image_factory):
+    source, near, far = image_factory(1), image_factory(2), image_factory(3)
+    url = shown_url(source, (near, "hybrid"), (far, "visual")) + "&comparison=interleaved"
+    visitor().get(url)
+    visitor().get(url)  # from the page cache
+    flush()
+    assert pair_days_by_comparison() == [
+        (source.pk, near.pk, "interleaved", "hybrid", 1, 2, 0),
+        (source.pk, far.pk, "interleaved", "visual", 2, 2, 0),
+    ]
 
 
 @pytest.mark.urls("tests.clicks.urls")
