@@ -6,6 +6,7 @@ from django_ratelimit.core import _split_rate
 from django_ratelimit.decorators import ratelimit
 
 from clicks import recording
+from clicks import selectors as clicks_selectors
 from similarity import search
 
 from . import selectors
@@ -64,6 +65,8 @@ class ImageDetailView(DetailView):
             tag=tag,
             diverse=diverse,
             variant=variant,
+            # How the list was made, for the counts: a list asked for by name, or the comparison.
+            comparison="single" if variant else clicks_selectors.variant_default(),
             has_embedding=self.object.has_embedding,
             similar_images=similar,
         )
@@ -75,7 +78,9 @@ class ImageDetailView(DetailView):
             # What the list showed, for clicks.middleware to count once per page served
             # (from the page cache too); it never leaves the site.
             response[recording.SHOWN_HEADER] = recording.shown_header_value(
-                source_id=self.object.pk, shown=[(item.image.pk, item.variant) for item in context["similar_images"]]
+                source_id=self.object.pk,
+                shown=[(item.image.pk, item.variant) for item in context["similar_images"]],
+                comparison=context["comparison"],
             )
         return response
 

@@ -93,8 +93,8 @@ def listed_ids(html: str) -> list[int]:
         html = html.split('class="grid', 1)[1]
     else:
         return []
-    # A similar list's links count the choice first (/go/<source>/<position>/<variant>/<id>/).
-    ids = [int(found) for found in re.findall(r'<a href="/(?:images|go/\d+/\d+/\w+)/(\d+)/"', html)]
+    # A similar list's links count the choice first (/go/<source>/<position>/<comparison>/<variant>/<id>/).
+    ids = [int(found) for found in re.findall(r'<a href="/(?:images|go/\d+/\d+/\w+/\w+)/(\d+)/"', html)]
     return list(dict.fromkeys(ids))
 
 

@@ -76,7 +76,7 @@ def test_detail_lists_neighbours_most_similar_first_with_scores(client, image_fa
     assert ">0.98<" in html and ">0.20<" in html
     assert html.index(near.caption) < html.index(far.caption)
     # Each link counts the choice (clicks.views), then leads to the neighbour's page.
-    link = reverse("clicks:choice", args=[chosen.pk, 1, similar[0].variant, near.pk])
+    link = reverse("clicks:choice", args=[chosen.pk, 1, response.context["comparison"], similar[0].variant, near.pk])
     assert f'href="{link}"' in html
     assert client.get(link)["Location"] == detail_url(near)
 
