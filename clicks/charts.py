@@ -8,6 +8,7 @@ take their colours from a static style sheet.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 WIDTH, HEIGHT = 720, 240
@@ -83,7 +84,7 @@ def tick(value: float) -> str:
     return f"{value * 100:.4g} %"
 
 
-def _y_axis(chart: Chart, top_value: float) -> callable:
+def _y_axis(chart: Chart, top_value: float) -> Callable[[float], float]:
     """Ticks at fifths of ``top_value``; returns the function from a share to its y."""
     height = chart.bottom - chart.top
 
@@ -117,9 +118,8 @@ def rates_over_days(*, days: list[str], series: dict[str, list[tuple[float, floa
     for name, points in series.items():
         present = [(index, point) for index, point in enumerate(points) if point is not None]
         if len(present) > 1:
-            chart.lines.append(
-                Line(css_class=name, points=" ".join(f"{x_of(index, name)},{y_of(point[0])}" for index, point in present))
-            )
+            points = " ".join(f"{x_of(index, name)},{y_of(point[0])}" for index, point in present)
+            chart.lines.append(Line(css_class=name, points=points))
         for index, (rate, low, high, label) in present:
             chart.marks.append(
                 Mark(css_class=name, x=x_of(index, name), y=y_of(rate), low=y_of(low), high=y_of(high), label=label)
