@@ -12,8 +12,9 @@ class ImpressionMiddleware:
     shows; removes that header from every response, so it never reaches a client.
 
     Placed just outside ``PageCacheMiddleware``: the header is kept with the cached page, so a
-    page answered from the cache is counted like one the view computed, at the price of one
-    Redis round trip and no SQL. A response without the header costs a dictionary lookup.
+    page answered from the cache is counted like one the view computed, with no SQL, and one
+    Redis round trip per CLICKS_IMPRESSION_BATCH pages. A response without the header costs a
+    dictionary lookup.
     """
 
     def __init__(self, get_response):
@@ -30,5 +31,5 @@ class ImpressionMiddleware:
             and settings.CLICKS_RECORDING
             and request_may_be_counted(request)
         ):
-            event_record(impression_event(shown_header=shown), kind="impression")
+            event_record(impression_event(shown_header=shown), kind="impression", batch=settings.CLICKS_IMPRESSION_BATCH)
         return response

@@ -20,6 +20,8 @@ event is dropped and counted in ``imagerec_click_events_lost_total``.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import functools
 import logging
 import re
@@ -148,28 +150,54 @@ class EventBuffer:
         )
         self._unavailable_until = 0.0
         self._lock = threading.Lock()
+        self._pending: list[tuple[str, str]] = []
+        self._pending_since = 0.0
+        atexit.register(self.send_pending)
 
-    def push(self, event: str, *, kind: str) -> bool:
-        """Append ``event``; False (and counted lost) when Redis is unreachable or the list full."""
+    def push(self, event: str, *, kind: str, batch: int = 1) -> bool:
+        """Append ``event``: at once when ``batch`` is 1; otherwise gathered with this process's
+        next events and sent with them in one round trip once there are ``batch`` of them or
+        the oldest has waited CLICKS_BATCH_SECONDS (and when the process exits). False (and
+        counted lost) when Redis is unreachable or the list full."""
+        with self._lock:
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append((event, kind))
+            if len(self._pending) < batch and time.monotonic() - self._pending_since < settings.CLICKS_BATCH_SECONDS:
+                return True
+            pending, self._pending = self._pending, []
+        return self._send(pending)
+
+    def send_pending(self) -> None:
+        """Send what this process gathered (at exit: a worker stopping loses none of it)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            self._send(pending)
+
+    def _send(self, pending: list[tuple[str, str]]) -> bool:
+        def count(counter, events) -> None:
+            for kind, number in collections.Counter(kind for _, kind in events).items():
+                counter().labels(kind=kind).inc(number)
+
         if time.monotonic() < self._unavailable_until:
-            events_lost().labels(kind=kind).inc()
+            count(events_lost, pending)
             return False
         try:
-            # One round trip; the trim in the same transaction drops the new event again when
+            # One round trip; the trim in the same transaction drops the new events again when
             # the list was already full, so the list never holds more than the bound.
             pipeline = self.client.pipeline(transaction=True)
-            pipeline.rpush(self.key, event)
+            pipeline.rpush(self.key, *(event for event, _ in pending))
             pipeline.ltrim(self.key, 0, settings.CLICKS_BUFFER_MAX - 1)
             length, _ = pipeline.execute()
         except redis_errors():
             self.pause()
-            events_lost().labels(kind=kind).inc()
+            count(events_lost, pending)
             return False
-        if length > settings.CLICKS_BUFFER_MAX:
-            events_lost().labels(kind=kind).inc()
-            return False
-        events_recorded().labels(kind=kind).inc()
-        return True
+        dropped = min(len(pending), max(0, length - settings.CLICKS_BUFFER_MAX))
+        count(events_recorded, pending[: len(pending) - dropped])
+        count(events_lost, pending[len(pending) - dropped :])
+        return dropped == 0
 
     def pause(self) -> None:
         with self._lock:
@@ -210,13 +238,14 @@ def event_buffer() -> EventBuffer | None:
     return _buffer_for(location, caches["default"].make_key("clicks:events"), timeout)
 
 
-def event_record(event: str, *, kind: str) -> bool:
-    """Append an event to the buffer; never raises, whatever Redis does."""
+def event_record(event: str, *, kind: str, batch: int = 1) -> bool:
+    """Append an event to the buffer (``batch``: ``EventBuffer.push``); never raises, whatever
+    Redis does."""
     buffer = event_buffer()
     if buffer is None:
         events_lost().labels(kind=kind).inc()
         return False
-    return buffer.push(event, kind=kind)
+    return buffer.push(event, kind=kind, batch=batch)
 
 
 def buffered_event_counts() -> dict[str, float]:

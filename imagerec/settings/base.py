@@ -176,6 +176,11 @@ CLICKS_FLUSH_SECONDS = env.float("CLICKS_FLUSH_SECONDS", default=5.0)
 CLICKS_FLUSH_BATCH = env.int("CLICKS_FLUSH_BATCH", default=5000)
 # Daily counts older than this many days are deleted: the evidence is about recent tastes.
 CLICKS_RETENTION_DAYS = env.int("CLICKS_RETENTION_DAYS", default=90)
+# Impressions a web process gathers before sending them in one round trip (or once the oldest
+# has waited CLICKS_BATCH_SECONDS): one RPUSH per page cost a page served from the page cache
+# about 0.13 ms, a sixth of its time. A process that is killed loses what it gathered.
+CLICKS_IMPRESSION_BATCH = env.int("CLICKS_IMPRESSION_BATCH", default=20)
+CLICKS_BATCH_SECONDS = env.float("CLICKS_BATCH_SECONDS", default=1.0)
 
 # --- Clicks: ranking ---------------------------------------------------------------------
 # How the evidence of visitors' choices re-ranks similar-image lists (clicks/ranking.py).

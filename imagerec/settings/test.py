@@ -48,3 +48,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Static files come from the apps' folders (WhiteNoise's finders); collecting them into
 # STATIC_ROOT is for production.
 STATIC_ROOT = None
+
+# Every impression in the buffer at once: tests read it right after a page.
+CLICKS_IMPRESSION_BATCH = 1

@@ -172,6 +172,32 @@ def test_the_shown_header_never_reaches_a_client_and_a_cached_page_still_counts(
 
 
 @pytest.mark.urls("tests.clicks.urls")
+def test_impressions_are_sent_in_batches_and_none_is_lost(buffer, image_factory, settings):
+    settings.CLICKS_IMPRESSION_BATCH = 3
+    settings.CLICKS_BATCH_SECONDS = 60
+    source, near = image_factory(1), image_factory(2)
+    url = shown_url(source, (near, "visual"))
+    visitor().get(url)
+    visitor().get(url)
+    assert buffer.length() == 0  # gathered in this process, not sent yet
+    visitor().get(url)
+    assert buffer.length() == 3  # the third page sent all three in one round trip
+    visitor().get(url)
+    buffer.send_pending()  # what a stopping process does at exit
+    flush()
+    assert pair_days() == [(source.pk, near.pk, "visual", 1, 4, 0)]
+
+
+@pytest.mark.urls("tests.clicks.urls")
+def test_a_gathered_impression_waits_no_longer_than_the_batch_time(buffer, image_factory, settings):
+    settings.CLICKS_IMPRESSION_BATCH = 100
+    settings.CLICKS_BATCH_SECONDS = 0
+    source, near = image_factory(1), image_factory(2)
+    visitor().get(shown_url(source, (near, "visual")))
+    assert buffer.length() == 1
+
+
+@pytest.mark.urls("tests.clicks.urls")
 def test_an_impression_keeps_the_comparison_its_list_was_made_by(buffer, image_factory):
     source, near, far = image_factory(1), image_factory(2), image_factory(3)
     url = shown_url(source, (near, "hybrid"), (far, "visual")) + "&comparison=interleaved"
