@@ -354,7 +354,8 @@ class Site:
         page = self.browser.get(f"/images/{image_id}/")
         assert page.status == 200, page.status
         similar = page.text.partition('class="grid similar"')[2].partition("</ol>")[0]
-        return [int(pk) for pk in re.findall(r'href="/images/(\d+)/"', similar)]
+        # Each link counts the choice, then redirects: /go/<source>/<position>/<comparison>/<variant>/<id>/.
+        return [int(pk) for pk in re.findall(r'href="/go/\d+/\d+/\w+/\w+/(\d+)/"', similar)]
 
 
 def server_folder(name: str) -> Path:

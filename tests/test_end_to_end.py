@@ -46,7 +46,9 @@ def test_uploaded_images_are_embedded_by_a_worker_and_recommended(staff_client, 
     assert similar[0].similarity > similar[1].similarity
     html = page.content.decode()
     assert f">{similar[0].similarity:.2f}<" in html
-    assert reverse("gallery:image-detail", args=[original.pk]) in html
+    # The link counts the choice, then leads to the original's page.
+    link = reverse("clicks:choice", args=[copy_image.pk, 1, page.context["comparison"], similar[0].variant, original.pk])
+    assert f'href="{link}"' in html
 
     # And the copy shows up, with its score, on the original's own page.
     back = staff_client.get(reverse("gallery:image-detail", args=[original.pk])).context["similar_images"]
