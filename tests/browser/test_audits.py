@@ -213,6 +213,18 @@ def test_lighthouse_scores_every_public_page_and_the_admin_login_highly_on_a_pho
         f"{site}{path}": name for name, path in public_pages.items() if name != "tag"
     } | {f"{site}/admin/login/": "admin login"}
     reports = lighthouse(lighthouse_command, chromium_executable, "mobile", list(names))
+    # Now and then, on a loaded machine, Chromium's trace misses a navigation's start
+    # (NO_NAVSTART) and Lighthouse leaves the categories that read the trace unscored: that
+    # page is audited again, in a fresh browser, twice at most. A page that scores low is
+    # never retried.
+    for _ in range(2):
+        unrecorded = [
+            url for url, report in reports.items()
+            if report.get("runtimeError") or None in report["scores"].values()
+        ]
+        if not unrecorded:
+            break
+        reports.update(lighthouse(lighthouse_command, chromium_executable, "mobile", unrecorded))
     shortfalls = []
     for url, report in reports.items():
         low = {category: score for category, score in report["scores"].items() if score is None or score < LIGHTHOUSE_MINIMUM}
