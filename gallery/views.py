@@ -66,7 +66,7 @@ class ImageDetailView(DetailView):
             diverse=diverse,
             variant=variant,
             # How the list was made, for the counts: a list asked for by name, or the comparison.
-            comparison="single" if variant else clicks_selectors.variant_default(),
+            comparison=clicks_selectors.comparison_of(variant=variant),
             has_embedding=self.object.has_embedding,
             similar_images=similar,
         )
