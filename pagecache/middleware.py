@@ -55,6 +55,11 @@ def page_view(path: str, urlconf: str) -> ResolverMatch | None:
     return match if getattr(match.func, "page_cache", False) else None
 
 
+def everyones(response) -> bool:
+    """A whole 200 that sets no cookie: the same page for every anonymous visitor."""
+    return response.status_code == 200 and not response.streaming and not response.cookies
+
+
 def etag_of(body: bytes) -> str:
     return '"%s"' % hashlib.blake2b(body, digest_size=16).hexdigest()
 
@@ -139,11 +144,7 @@ class PageCacheMiddleware:
     @staticmethod
     def _headers(response):
         """ETag and a short public lifetime on a page anyone may see."""
-        if (
-            response.status_code == 200
-            and not response.streaming
-            and not response.cookies
-        ):
+        if everyones(response):
             if not response.has_header("ETag"):
                 response["ETag"] = etag_of(response.content)
             patch_cache_control(response, public=True, max_age=settings.PAGE_CACHE_BROWSER_SECONDS)
@@ -159,10 +160,4 @@ class PageCacheMiddleware:
     @staticmethod
     def _keepable(request, response) -> bool:
         renderer = getattr(response, "accepted_renderer", None)  # the API's browsable HTML has a form
-        return (
-            request.method == "GET"
-            and response.status_code == 200
-            and not response.streaming
-            and not response.cookies
-            and (renderer is None or renderer.format == "json")
-        )
+        return request.method == "GET" and everyones(response) and (renderer is None or renderer.format == "json")
