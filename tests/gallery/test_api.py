@@ -462,7 +462,9 @@ def test_a_429_says_when_to_come_back_and_is_right(settings, url):
     def search():
         return client.post(url, {"photo": upload("x.jpg", b"not a picture")})
 
-    limited = next(response for response in (search(), search()) if response.status_code == 429)
+    # Three, not two: the limit counts in fixed two-second windows, and two searches may fall
+    # either side of a window's end; of three made at once, two share a window.
+    limited = next(response for response in (search(), search(), search()) if response.status_code == 429)
     assert limited["Retry-After"] == "2"
     if url == reverse("gallery:search"):  # the page says it in words too
         assert "try again in 2 seconds" in limited.content.decode()
