@@ -35,8 +35,10 @@ def evidence_refresh() -> set[int]:
     """Rebuild ``PairEvidence`` from the retained days; return the sources whose evidence changed.
 
     Two statements: the site's corrected choice rate (``ranking.prior_rate``), then one that
-    aggregates every pair, scores it (``ranking.evidence_score``), inserts new pairs, updates
-    those whose numbers differ and deletes those with no retained counts left. After commit,
+    aggregates every pair, scores it (``ranking.evidence_score``), counts its links (the
+    pictures joined by choices to both ends, kept from CLICKS_MIN_LINKS, the
+    CLICKS_LINKS_PER_SOURCE most linked per source), inserts new pairs, updates those whose
+    numbers differ and deletes those with neither retained counts nor links left. After commit,
     ``clicks.signals.evidence_changed`` names the changed sources.
     """
     since = retained_since()
@@ -44,7 +46,10 @@ def evidence_refresh() -> set[int]:
     # array indexed by position; a position past it counts as the last one.
     positions = range(1, settings.RECOMMENDATIONS_K_MAX + 1)
     examination = [ranking.examination_probability(position) for position in positions]
-    parameters = {"since": since, "examination": examination, "alpha": settings.CLICKS_PRIOR_STRENGTH}
+    parameters = {
+        "since": since, "examination": examination, "alpha": settings.CLICKS_PRIOR_STRENGTH,
+        "min_links": settings.CLICKS_MIN_LINKS, "links_per_source": settings.CLICKS_LINKS_PER_SOURCE,
+    }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_TOTALS_SQL, parameters)
         choices, exposure = cursor.fetchone()
@@ -79,28 +84,53 @@ WITH fresh AS (
     {_FROM_RETAINED}
     GROUP BY day_rows.source_id, day_rows.target_id
 ),
+-- Visitors' choices as undirected edges: a choice from a to b joins them either way.
+edges AS (
+    SELECT source_id AS one, target_id AS other FROM fresh WHERE choices > 0 AND source_id <> target_id
+    UNION
+    SELECT target_id, source_id FROM fresh WHERE choices > 0 AND source_id <> target_id
+),
+-- Two steps: each distinct picture joined to both ends is one link.
+linked AS (
+    SELECT source_id, target_id, links FROM (
+        SELECT first.one AS source_id, second.other AS target_id, count(*) AS links,
+               row_number() OVER (PARTITION BY first.one ORDER BY count(*) DESC, second.other) AS place
+        FROM edges AS first JOIN edges AS second ON second.one = first.other
+        WHERE second.other <> first.one
+        GROUP BY first.one, second.other
+        HAVING count(*) >= %(min_links)s
+    ) AS ranked
+    WHERE place <= %(links_per_source)s
+),
+pairs AS (
+    SELECT coalesce(fresh.source_id, linked.source_id) AS source_id,
+           coalesce(fresh.target_id, linked.target_id) AS target_id,
+           coalesce(fresh.choices, 0) AS choices, coalesce(fresh.exposure, 0) AS exposure,
+           coalesce(linked.links, 0) AS links
+    FROM fresh FULL JOIN linked ON linked.source_id = fresh.source_id AND linked.target_id = fresh.target_id
+),
 scored AS (
-    SELECT source_id, target_id, choices, exposure,
+    SELECT source_id, target_id, choices, exposure, links,
            CASE WHEN %(rate)s::numeric > 0
                 THEN round((choices + %(alpha)s::numeric * %(rate)s::numeric)
                            / (%(rate)s::numeric * (exposure + %(alpha)s::numeric)), {SCORE_DECIMALS})
                 ELSE 1 END AS score
-    FROM fresh
+    FROM pairs
 ),
 written AS (
-    INSERT INTO clicks_pairevidence AS evidence (source_id, target_id, choices, exposure, score, updated_at)
-    SELECT source_id, target_id, choices, exposure::float8, score::float8, now() FROM scored
+    INSERT INTO clicks_pairevidence AS evidence (source_id, target_id, choices, exposure, score, links, updated_at)
+    SELECT source_id, target_id, choices, exposure::float8, score::float8, links, now() FROM scored
     ON CONFLICT ON CONSTRAINT clicks_pairevidence_unique DO UPDATE
         SET choices = EXCLUDED.choices, exposure = EXCLUDED.exposure, score = EXCLUDED.score,
-            updated_at = EXCLUDED.updated_at
-        WHERE (evidence.choices, evidence.exposure, evidence.score)
-              IS DISTINCT FROM (EXCLUDED.choices, EXCLUDED.exposure, EXCLUDED.score)
+            links = EXCLUDED.links, updated_at = EXCLUDED.updated_at
+        WHERE (evidence.choices, evidence.exposure, evidence.score, evidence.links)
+              IS DISTINCT FROM (EXCLUDED.choices, EXCLUDED.exposure, EXCLUDED.score, EXCLUDED.links)
     RETURNING evidence.source_id
 ),
 dropped AS (
     DELETE FROM clicks_pairevidence AS evidence
     WHERE NOT EXISTS (
-        SELECT 1 FROM fresh WHERE fresh.source_id = evidence.source_id AND fresh.target_id = evidence.target_id
+        SELECT 1 FROM pairs WHERE pairs.source_id = evidence.source_id AND pairs.target_id = evidence.target_id
     )
     RETURNING evidence.source_id
 )

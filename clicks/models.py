@@ -55,13 +55,18 @@ class PairDay(models.Model):
 class PairEvidence(models.Model):
     """For one (source, target) pair, over the retained days: choices, exposure (impressions
     weighted by how likely a visitor is to look at their position) and the smoothed score the
-    hybrid list ranks by. Rebuilt periodically from ``PairDay``."""
+    hybrid list ranks by, and its links (shared co-chosen pictures). Rebuilt periodically
+    from ``PairDay``; a pair with links but no counts of its own has a row too."""
 
     source = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+", db_index=False)
     target = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
     choices = models.PositiveIntegerField(default=0)
     exposure = models.FloatField(default=0)
     score = models.FloatField(default=0)
+    # Pictures chosen together with both: how many images are joined by visitors' choices
+    # (either way) to the source and to the target alike. Two steps through the choices find
+    # what the visual search misses and no list has shown yet.
+    links = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -7,6 +7,13 @@ has earned more than one chosen at position 1; dividing by exposure instead of i
 says so. Scores are smoothed towards the site's average, so a pair shown twice and chosen
 once does not outrank a pair chosen a hundred times out of a thousand.
 
+A pair's own evidence can only judge targets that some list already showed. Its *links* reach
+further: the pictures joined by visitors' choices both to the source and to the target (chosen
+from one, or choosing it, and the same with the other). One stray choice makes one link; a
+target linked through several co-chosen pictures is very likely what visitors of this source
+want, though no list has shown it here yet. Item-to-item recommendation from co-choices, taken
+two steps.
+
 ``clicks.evidence`` computes the scores in SQL from the functions' definitions here;
 ``clicks.selectors`` ranks with them.
 """
@@ -67,6 +74,7 @@ class PairEvidence:
     choices: int
     exposure: float
     score: float
+    links: int = 0
 
 
 def hybrid_rank(
@@ -76,17 +84,20 @@ def hybrid_rank(
     k: int,
     evidence_weight: float,
     min_choices: int,
+    link_weight: float,
+    min_links: int,
     explore_below_exposure: float,
 ) -> list[int]:
     """The k targets of the hybrid list: the visual candidates and the co-chosen ones, re-ranked.
 
-    Each candidate's rank value is its visual similarity + ``evidence_weight`` × ln(score): the
-    log, so a pair chosen twice as often as average gains what one chosen half as often loses.
+    Each candidate's rank value is its visual similarity + ``evidence_weight`` × ln(score) +
+    ``link_weight`` × ln(1 + links): the logs, so a pair chosen twice as often as average gains
+    what one chosen half as often loses, and each further link adds less.
     Similarities are first made non-increasing along ``visual`` (each is capped by the ones
     above it): the visual order is the authority on similarity, the values only give the
     scale, so a candidate without evidence (score 1, ln = 0) never overtakes one above it.
-    Targets chosen from this source at least ``min_choices`` times that the visual search did
-    not return join with the lowest similarity of the candidates.
+    Targets the visual search did not return join with the lowest similarity of the candidates
+    when chosen from this source at least ``min_choices`` times or linked to it ``min_links`` times.
 
     Exploration: when none of the first k has less than ``explore_below_exposure`` exposure,
     the k-th place goes to the best visual candidate that has, so an image new to the
@@ -97,6 +108,13 @@ def hybrid_rank(
     """
     if k <= 0:
         return []
+
+    def term(pair: PairEvidence | None) -> float:
+        if pair is None:
+            return 0.0
+        # A score of 0 only comes from a prior strength of 0; keep the log finite.
+        return evidence_weight * math.log(max(pair.score, 1e-12)) + link_weight * math.log1p(pair.links)
+
     candidates: list[tuple[float, int, int]] = []  # (rank value, place in the candidates, target)
     seen: set[int] = set()
     ceiling = math.inf
@@ -105,14 +123,17 @@ def hybrid_rank(
             continue
         seen.add(target)
         ceiling = min(ceiling, similarity)
-        candidates.append((ceiling + _evidence_term(evidence.get(target), evidence_weight), place, target))
+        candidates.append((ceiling + term(evidence.get(target)), place, target))
     floor = ceiling if candidates else 0.0
     co_chosen = sorted(
-        (target for target, pair in evidence.items() if target not in seen and pair.choices >= min_choices),
-        key=lambda target: (-evidence[target].score, target),
+        (
+            target for target, pair in evidence.items()
+            if target not in seen and (pair.choices >= min_choices or pair.links >= min_links)
+        ),
+        key=lambda target: (-term(evidence[target]), target),
     )
     for place, target in enumerate(co_chosen, start=len(candidates)):
-        candidates.append((floor + _evidence_term(evidence[target], evidence_weight), place, target))
+        candidates.append((floor + term(evidence[target]), place, target))
     # Ties keep the visual order (then the co-chosen's own), so equal values never shuffle.
     ranked = [target for _, _, target in sorted(candidates, key=lambda item: (-item[0], item[1]))]
     shown = ranked[:k]
@@ -126,13 +147,6 @@ def hybrid_rank(
         if newcomer is not None:
             shown[-1] = newcomer
     return shown
-
-
-def _evidence_term(pair: PairEvidence | None, weight: float) -> float:
-    if pair is None:
-        return 0.0
-    # A score of 0 only comes from a prior strength of 0; keep the log finite.
-    return weight * math.log(max(pair.score, 1e-12))
 
 
 def team_draft_interleave(

@@ -46,6 +46,8 @@ def recommendations_rank(
         k=k,
         evidence_weight=settings.CLICKS_EVIDENCE_WEIGHT,
         min_choices=settings.CLICKS_MIN_CHOICES,
+        link_weight=settings.CLICKS_LINK_WEIGHT,
+        min_links=settings.CLICKS_MIN_LINKS,
         explore_below_exposure=settings.CLICKS_EXPLORE_EXPOSURE,
     )
     if variant == Variant.HYBRID:
@@ -59,11 +61,15 @@ def recommendations_rank(
 
 def pair_evidence_for(*, source_id: int, targets: list[int]) -> dict[int, ranking.PairEvidence]:
     """The evidence for ``source_id``'s pairs with ``targets``, and for any target chosen from
-    it at least CLICKS_MIN_CHOICES times (the co-chosen candidates): one query."""
+    it at least CLICKS_MIN_CHOICES times or linked to it CLICKS_MIN_LINKS times (the co-chosen
+    candidates): one query."""
     rows = PairEvidence.objects.filter(
-        Q(target_id__in=targets) | Q(choices__gte=settings.CLICKS_MIN_CHOICES), source_id=source_id
-    ).values_list("target_id", "choices", "exposure", "score")
+        Q(target_id__in=targets)
+        | Q(choices__gte=settings.CLICKS_MIN_CHOICES)
+        | Q(links__gte=settings.CLICKS_MIN_LINKS),
+        source_id=source_id,
+    ).values_list("target_id", "choices", "exposure", "score", "links")
     return {
-        target: ranking.PairEvidence(choices=choices, exposure=exposure, score=score)
-        for target, choices, exposure, score in rows
+        target: ranking.PairEvidence(choices=choices, exposure=exposure, score=score, links=links)
+        for target, choices, exposure, score, links in rows
     }

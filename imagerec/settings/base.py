@@ -201,6 +201,14 @@ if CLICKS_PRIOR_STRENGTH <= 0:
 CLICKS_EVIDENCE_WEIGHT = env.float("CLICKS_EVIDENCE_WEIGHT", default=0.1)
 # A target the visual search did not return joins a source's hybrid list after this many choices.
 CLICKS_MIN_CHOICES = env.int("CLICKS_MIN_CHOICES", default=3)
+# Links: a picture joined to the source through this many co-chosen pictures (chosen from one
+# and with the other, either way) is a candidate of its hybrid list, though no list showed it.
+CLICKS_MIN_LINKS = env.int("CLICKS_MIN_LINKS", default=2)
+if CLICKS_MIN_LINKS < 2:
+    raise ImproperlyConfigured("CLICKS_MIN_LINKS must be 2 or more: one link is one visitor's stray choice away.")
+# Similarity gained per unit of ln(1 + links), and the most linked targets kept per source.
+CLICKS_LINK_WEIGHT = env.float("CLICKS_LINK_WEIGHT", default=0.1)
+CLICKS_LINKS_PER_SOURCE = env.int("CLICKS_LINKS_PER_SOURCE", default=30)
 # A candidate seen less than this (in examinations) may take the last place of a hybrid list:
 # without it a new neighbour could never earn evidence.
 CLICKS_EXPLORE_EXPOSURE = env.float("CLICKS_EXPLORE_EXPOSURE", default=10.0)

@@ -22,6 +22,9 @@ def ranking_settings(settings):
     settings.CLICKS_RETENTION_DAYS = 90
     settings.CLICKS_EVIDENCE_WEIGHT = 0.1
     settings.CLICKS_MIN_CHOICES = 3
+    settings.CLICKS_MIN_LINKS = 2
+    settings.CLICKS_LINK_WEIGHT = 0.1
+    settings.CLICKS_LINKS_PER_SOURCE = 30
     settings.CLICKS_EXPLORE_EXPOSURE = 10.0
     return settings
 
@@ -126,6 +129,45 @@ def test_the_signal_waits_for_the_commit(images, django_capture_on_commit_callba
     finally:
         evidence_changed.disconnect(receiver)
     assert heard == [{a.pk}]
+
+
+def test_pictures_joined_by_two_co_chosen_ones_are_linked_whichever_way_visitors_went(images):
+    a, b, c, d, stray, x = images(6)
+    counts(a, b, position=1, impressions=10, choices=2)  # from a to b
+    counts(c, a, position=4, impressions=10, choices=1)  # from c to a
+    counts(b, d, position=2, impressions=10, choices=1)  # b and c both lead on to d ...
+    counts(d, c, position=3, impressions=10, choices=1)  # ... one of them backwards
+    counts(b, stray, position=9, impressions=10, choices=1)  # joined to a through b only
+    counts(a, x, position=5, impressions=10)  # shown, never chosen: joins nothing
+
+    evidence_refresh()
+
+    # a and d share b and c; no list ever showed d under a, and the row says so.
+    linked = evidence_of(a, d)
+    assert (linked.links, linked.choices, linked.exposure, linked.score) == (2, 0, 0.0, 1.0)
+    assert evidence_of(d, a).links == 2
+    assert not PairEvidence.objects.filter(source=a, target=stray).exists()  # one link: a stray choice
+    assert evidence_of(a, x).links == 0
+    assert evidence_of(a, b).links == 0  # a and b share no third picture
+
+    # The hybrid list of a finds d though the visual search did not.
+    visual = [(b.pk, 0.9), (x.pk, 0.89), (stray.pk, 0.88)]
+    assert d.pk in [target for target, _ in recommendations_rank(source_id=a.pk, visual=visual, k=3, variant="hybrid")]
+
+
+def test_each_source_keeps_its_most_linked_pictures_only(images, ranking_settings):
+    ranking_settings.CLICKS_LINKS_PER_SOURCE = 1
+    source, middle_1, middle_2, middle_3, twice, thrice = images(6)
+    for middle in (middle_1, middle_2, middle_3):
+        counts(source, middle, position=1, impressions=5, choices=1)
+        counts(middle, thrice, position=1, impressions=5, choices=1)
+    for middle in (middle_1, middle_2):
+        counts(middle, twice, position=2, impressions=5, choices=1)
+
+    evidence_refresh()
+
+    assert evidence_of(source, thrice).links == 3
+    assert not PairEvidence.objects.filter(source=source, target=twice).exists()
 
 
 # --- Deleted images and retention -----------------------------------------------------------

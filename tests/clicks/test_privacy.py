@@ -21,7 +21,7 @@ NON_IDENTIFYING_COLUMNS = {
     "clicks_pairday": {
         "id", "day", "source_id", "target_id", "comparison", "variant", "position", "impressions", "choices",
     },
-    "clicks_pairevidence": {"id", "source_id", "target_id", "choices", "exposure", "score", "updated_at"},
+    "clicks_pairevidence": {"id", "source_id", "target_id", "choices", "exposure", "score", "links", "updated_at"},
 }
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 Zqx-distinctive-agent/7.3"

@@ -14,7 +14,9 @@ from clicks import ranking
 from clicks.ranking import PairEvidence, ab_arm, evidence_score, hybrid_rank, team_draft_interleave
 from tests.conftest import PROJECT_DIR
 
-RANKING = {"evidence_weight": 0.1, "min_choices": 3, "explore_below_exposure": 10.0}
+RANKING = {
+    "evidence_weight": 0.1, "min_choices": 3, "link_weight": 0.1, "min_links": 2, "explore_below_exposure": 10.0,
+}
 
 ids = st.integers(min_value=1, max_value=10**12)
 similarities = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
@@ -69,6 +71,28 @@ def test_a_target_visitors_often_choose_joins_though_the_visual_search_missed_it
     ranked = hybrid_rank(visual=visual, evidence=evidence, k=3, **RANKING)
     assert ranked[0] == 99 and 98 not in ranked
     assert set(ranked[1:]) == {1, 2}
+
+
+def test_a_picture_linked_through_co_chosen_ones_joins_though_no_list_showed_it():
+    visual = nearest_first(0.95, 0.94, 0.93, 0.92)
+    evidence = {
+        77: PairEvidence(choices=0, exposure=0.0, score=1.0, links=4),  # ln 5 x 0.1 = +0.16
+        78: PairEvidence(choices=0, exposure=0.0, score=1.0, links=1),  # under min_links: one stray choice
+    }
+    ranked = hybrid_rank(visual=visual, evidence=evidence, k=3, **RANKING)
+    assert ranked[0] == 77 and 78 not in ranked
+
+
+def test_links_lift_a_visual_neighbour_and_more_links_lift_more():
+    visual = nearest_first(0.95, 0.94, 0.93, 0.92)
+    evidence = {
+        3: PairEvidence(choices=0, exposure=0.0, score=1.0, links=2),
+        4: PairEvidence(choices=0, exposure=0.0, score=1.0, links=9),
+    }
+    assert hybrid_rank(visual=visual, evidence=evidence, k=4, **RANKING) == [4, 3, 1, 2]
+    # Without a weight for links the visual order stands.
+    unweighted = {**RANKING, "link_weight": 0.0}
+    assert hybrid_rank(visual=visual, evidence=evidence, k=4, **unweighted) == [1, 2, 3, 4]
 
 
 def test_a_new_neighbour_gets_the_last_place_once_the_others_are_well_explored():
