@@ -1,16 +1,18 @@
 """The JSON API for scripts and front ends (Django REST framework; schema by drf-spectacular).
 
 Reads are public; a change needs what the admin would ask for the same change: a staff account
-with the model permission (an edit: ``gallery.change_image``). Every error, whether a
+with the model permission (an edit: ``gallery.change_image``). Uploads, reads of an archive's
+progress included, are the admin's add page over HTTP: staff with ``gallery.add_image``. Every error, whether a
 view, the framework or Django itself answers it, is JSON in one shape:
 ``{"error": {"status": 404, "message": "...", "fields": {"k": "..."}}}``.
 
 The views only parse and shape: the reads are the gallery's selectors and the similarity
-engine's, the one write is ``services.image_update``.
+engine's, the writes are ``services.image_update`` and the upload services.
 """
 
 from django.conf import settings
 from django.http import Http404
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django_ratelimit.decorators import ratelimit
 from django_ratelimit.exceptions import Ratelimited
@@ -34,6 +36,7 @@ from . import selectors, services
 from .pagination import CountOncePaginator
 from .models import Image
 from .serializers import (
+    ArchiveUploadSerializer,
     ImageDetailSerializer,
     ImageListItemSerializer,
     ImageListQuery,
@@ -43,6 +46,12 @@ from .serializers import (
     SearchResultSerializer,
     SimilarImagesSerializer,
     SimilarQuery,
+    UploadAddedSerializer,
+    UploadArchiveSerializer,
+    UploadCheckRequest,
+    UploadCheckResultSerializer,
+    UploadDuplicateSerializer,
+    UploadRequest,
 )
 from .views import search_retry_after_seconds
 
@@ -291,3 +300,116 @@ class SearchView(ApiView):
             return json_error(503, str(error))
         selectors.images_prefetch_renditions(images=[item.image for item in similar])
         return Response(SearchResultSerializer({"similar": similar}).data)
+
+
+# --- Uploads (staff) -----------------------------------------------------------------------
+
+
+class StaffWhoMayAddImages(DjangoModelPermissions):
+    """What the admin's add page asks, whatever the method: a staff account with ``gallery.add_image``.
+
+    Reads too: an archive's progress names the files it held.
+    """
+
+    perms_map = {
+        method: ["%(app_label)s.add_%(model_name)s"]
+        for method in ("GET", "OPTIONS", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    }
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_staff) and super().has_permission(request, view)
+
+
+class UploadApiView(ApiView):
+    permission_classes = [StaffWhoMayAddImages]
+    schema = AutoSchema()  # no anonymous reads to document here
+
+
+class UploadCheckView(UploadApiView):
+    """Which of these files the gallery already holds, by the SHA-256 of their bytes: those
+    need not be sent. Optional tags go to the images found, as a file sent again would get them."""
+
+    @extend_schema(
+        operation_id="uploads_check",
+        request=UploadCheckRequest,
+        responses={200: UploadCheckResultSerializer, **BAD_INPUT, **STAFF_ONLY},
+    )
+    def post(self, request):
+        query = _valid(UploadCheckRequest, request.data)
+        known = services.upload_check(hashes=query["sha256"], tag_names=query.get("tags", []))
+        return Response(UploadCheckResultSerializer({"known": [{"sha256": image.sha256, "image": image} for image in known]}).data)
+
+
+def _upload_refused(status: int, reason: str, fields: dict | None = None):
+    """The error shape with the reason as the message: the page shows it beside the file."""
+    return json_error(status, reason, {"file": reason} if fields is None else fields)
+
+
+class UploadView(UploadApiView):
+    """One file per request, judged as every other way in is (the admin form, import_images)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="uploads_create",
+        description="Staff who may add images (`gallery.add_image`), as in the admin. One file per request: "
+        "an image is added (201) or found already in the gallery (200), or refused (400, `message` "
+        "and `fields.file` say why; final, not worth sending again). A zip archive is kept and "
+        "expanded by a worker (202): follow it at the `Location` given.",
+        request={"multipart/form-data": UploadRequest},
+        parameters=[
+            OpenApiParameter(
+                "Location", str, OpenApiParameter.HEADER, response=[202], description="The archive's progress."
+            )
+        ],
+        responses={
+            201: UploadAddedSerializer,
+            200: UploadDuplicateSerializer,
+            202: UploadArchiveSerializer,
+            400: _error("Refused: `message` (and `fields.file`, or the field at fault) says why."),
+            **STAFF_ONLY,
+            413: _error("Larger than one file or one archive may be (UPLOAD_MAX_REQUEST_BYTES)."),
+            415: _error("Not a multipart/form-data upload."),
+            503: _error("A zip archive could not be queued for a worker; send it again."),
+        },
+    )
+    def post(self, request):
+        form = UploadRequest(data=request.data)
+        if not form.is_valid():
+            fields = {name: _first_message(errors) for name, errors in form.errors.items()}
+            return _upload_refused(400, fields.get("file") or next(iter(fields.values())), fields)
+        data = form.validated_data
+        outcome = services.image_upload(
+            upload=data["file"], path=data.get("path", ""), caption=data.get("caption", ""),
+            tag_names=data.get("tags", []), folder_tags=data["folder_tags"], uploaded_by=request.user,
+        )
+        if outcome.status == "refused":
+            if outcome.error == services.UNEXPECTED_ERROR:
+                return _upload_refused(500, outcome.error)  # a bug, logged; worth sending again
+            if outcome.error == services.ARCHIVE_NOT_QUEUED:
+                return _upload_refused(503, outcome.error)
+            return _upload_refused(400, outcome.error)
+        if outcome.status == "archive":
+            archive = outcome.queued_archive
+            answer = UploadArchiveSerializer({"status": "archive", "name": outcome.name, "archive": archive}).data
+            return Response(answer, status=202, headers={"Location": reverse("gallery:api-upload-archive", args=[archive.pk])})
+        image = outcome.image or outcome.duplicate_of
+        selectors.images_prefetch_renditions(images=[image])
+        if outcome.status == "added":
+            return Response(UploadAddedSerializer({"status": "added", "name": outcome.name, "image": image}).data, status=201)
+        return Response(UploadDuplicateSerializer({"status": "duplicate", "name": outcome.name, "image": image}).data)
+
+
+class ArchiveUploadView(UploadApiView):
+    """Where a zip archive sent to the upload API stands: queued, expanding, done or failed, with counts."""
+
+    @extend_schema(
+        operation_id="uploads_archive",
+        responses={200: ArchiveUploadSerializer, **STAFF_ONLY, 404: _error("No such archive.")},
+    )
+    def get(self, request, pk: int):
+        try:
+            archive = selectors.archive_upload_get(archive_id=pk)
+        except Http404:
+            raise NotFound(f"No archive upload with id {pk}.") from None
+        return Response(ArchiveUploadSerializer(archive).data)

@@ -167,6 +167,34 @@ def _too_large_uncompressed(max_total: int) -> ValidationError:
     )
 
 
+def zip_limits_check(*, upload) -> None:
+    """Raise ValidationError if the archive's own size or its declared entry count breaks a limit.
+
+    Cheap (the end record only), so an archive can be refused when it arrives, before it is
+    kept for a worker to open; ``zip_members`` checks the same first, then the real bytes.
+    """
+    max_total = settings.ZIP_MAX_TOTAL_BYTES
+    if upload.size > max_total:
+        raise _refused(
+            "The archive is too large (%(size)s); the limit is %(max)s.",
+            code="zip_too_large",
+            size=filesizeformat(upload.size),
+            max=filesizeformat(max_total),
+        )
+    declared = _declared_entry_count(upload)
+    if declared is not None and declared > settings.ZIP_MAX_MEMBERS:
+        raise _too_many_members(declared, settings.ZIP_MAX_MEMBERS)
+
+
+def folder_names(path: str) -> list[str]:
+    """'trip/day 1/IMG_1.jpg' -> ['trip', 'day 1']: the folders of a relative path, outermost first.
+
+    Empty, '.' and '..' parts name no folder.
+    """
+    parts = PurePosixPath(path.replace("\\", "/")).parts[:-1]
+    return [part for part in parts if part not in ("", ".", "..", "/")]
+
+
 def zip_members(*, upload) -> ExtractedArchive:
     """Copy out every member worth reporting, or raise ValidationError refusing the whole archive.
 
@@ -177,16 +205,7 @@ def zip_members(*, upload) -> ExtractedArchive:
     max_members = settings.ZIP_MAX_MEMBERS
     max_total = settings.ZIP_MAX_TOTAL_BYTES
     max_member = settings.IMAGE_MAX_UPLOAD_BYTES
-    if upload.size > max_total:
-        raise _refused(
-            "The archive is too large (%(size)s); the limit is %(max)s.",
-            code="zip_too_large",
-            size=filesizeformat(upload.size),
-            max=filesizeformat(max_total),
-        )
-    declared = _declared_entry_count(upload)
-    if declared is not None and declared > max_members:
-        raise _too_many_members(declared, max_members)
+    zip_limits_check(upload=upload)
     damaged = ValidationError(
         "The file looks like a zip archive but cannot be opened: it is damaged or incomplete.",
         code="zip_damaged",

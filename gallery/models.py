@@ -365,3 +365,61 @@ class Rendition(models.Model):
     @property
     def label(self) -> str:
         return RenditionSpec(self.kind, self.spec, self.format).label
+
+
+def archive_upload_to(instance: "ArchiveUpload", filename: str) -> str:
+    """A generated name, like an original's: the archive's own name is only ever shown."""
+    return f"archives/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.zip"
+
+
+class ArchiveUpload(models.Model):
+    """A zip archive sent to the upload API, kept until a worker has added its images.
+
+    The request only stores the file (in the private default storage, as originals are: its
+    pictures keep their camera metadata) and queues ``gallery.archive_upload_expand``. The
+    worker adds each member as an upload of its own and counts what became of it in the same
+    transaction as the member's image, so the counts are the page's progress and a run that
+    is killed is resumed where it stopped, nothing lost or counted twice. The file is
+    deleted once the archive is done or failed.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        EXPANDING = "expanding", "expanding"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    # What the status keeps of the refused members, in the archive's order: a page's worth.
+    REFUSALS_KEPT = 50
+
+    # Blank once the archive is finished and its file deleted.
+    file = models.FileField(upload_to=archive_upload_to, max_length=255, blank=True)
+    name = models.CharField(max_length=255, help_text="The uploaded archive's path or name, for display only.")
+    # Given to every member, as the admin's form gives them to every file of an upload.
+    caption = models.CharField(max_length=300, blank=True)
+    tag_names = models.JSONField(default=list, blank=True)
+    folder_tags = models.BooleanField(default=False, help_text="Each folder name of a member's path becomes a tag.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    members_total = models.PositiveIntegerField(default=0, help_text="Known once the archive is opened.")
+    members_done = models.PositiveIntegerField(default=0)
+    added = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the whole archive was refused.")
+    refusals = models.JSONField(default=list, blank=True, help_text="The first refused members: name and reason.")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)

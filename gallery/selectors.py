@@ -13,7 +13,7 @@ from pagecache import store
 from similarity import selectors as similarity_selectors
 from similarity.selectors import SimilarImage, images_similar_to
 
-from .models import Image, Tag
+from .models import ArchiveUpload, Image, Tag
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,15 @@ def tags_in_use() -> list[Tag]:
         "tags-in-use",
         lambda: list(Tag.objects.annotate(image_count=Count("images")).filter(image_count__gt=0).order_by("name")),
     )
+
+
+def images_with_sha256(*, hashes: Iterable[str]) -> list[Image]:
+    """The gallery's images whose content hash is among these, with what a list shows of each
+    (tags, thumbnails, embedding status) in one query per kind, however many there are."""
+    images = list(Image.objects.filter(sha256__in=set(hashes)).with_renditions().prefetch_related("tags"))
+    images_load_embedding_jobs(images=images)
+    return images
+
+
+def archive_upload_get(*, archive_id: int) -> ArchiveUpload:
+    return get_object_or_404(ArchiveUpload, pk=archive_id)

@@ -12,7 +12,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import selectors
-from .models import Image, Tag
+from .models import ArchiveUpload, Image, Tag
+from .services import tag_names_too_long, tags_from_text
 from .validation import picture_validate
 
 NULLABLE_URL = serializers.CharField(allow_null=True, help_text="null until the renditions are made.")
@@ -185,3 +186,118 @@ class PageQuery(serializers.Serializer):
 
 class ImageListQuery(TagQuery, PageQuery):
     pass
+
+
+# --- Uploads (staff) -------------------------------------------------------------------------
+
+SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
+
+
+def _tags_from_text(text: str) -> list[str]:
+    """Comma-separated names, refused as the admin's form refuses them (one too long)."""
+    names = tags_from_text(text)
+    too_long = tag_names_too_long(names)
+    if too_long:
+        raise serializers.ValidationError(too_long)
+    return names
+
+
+class UploadCheckRequest(serializers.Serializer):
+    sha256 = serializers.ListField(
+        child=serializers.RegexField(
+            SHA256_PATTERN,
+            error_messages={"invalid": "A content hash is the SHA-256 of the file's bytes: 64 lowercase hexadecimal digits."},
+        ),
+        help_text="SHA-256 of each file's bytes, 64 lowercase hexadecimal digits; at most UPLOAD_CHECK_MAX (1000) per request.",
+    )
+    tags = serializers.CharField(
+        required=False, allow_blank=True, max_length=500,
+        help_text="Optional tags for the images already there, separated by commas (as the upload's `tags`).",
+    )
+
+    def validate_sha256(self, hashes: list[str]) -> list[str]:
+        limit = settings.UPLOAD_CHECK_MAX  # read per request, like the other settings the API follows
+        if len(hashes) > limit:
+            raise serializers.ValidationError(f"At most {limit} hashes per request; this one has {len(hashes)}.")
+        return hashes
+
+    def validate_tags(self, text: str) -> list[str]:
+        return _tags_from_text(text)
+
+
+class KnownImageSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(help_text="One of the hashes asked about.")
+    image = ImageListItemSerializer(help_text="The gallery's image with that content.")
+
+
+class UploadCheckResultSerializer(serializers.Serializer):
+    known = KnownImageSerializer(many=True, help_text="Only the hashes the gallery already holds.")
+
+
+class UploadRequest(serializers.Serializer):
+    # Empty files too: the service refuses them, in the admin form's words.
+    file = serializers.FileField(
+        allow_empty_file=True,
+        help_text="One image (JPEG, PNG, WebP, GIF, BMP or TIFF), or a zip archive of them, expanded by a worker.",
+    )
+    path = serializers.CharField(
+        required=False, allow_blank=True, max_length=1000,
+        help_text="The file's path in the folder it was dropped with (trip/day1/IMG_1.jpg): the name shown.",
+    )
+    caption = serializers.CharField(
+        required=False, allow_blank=True, max_length=300,
+        help_text="Optional; without it the caption is made from the file name.",
+    )
+    tags = serializers.CharField(
+        required=False, allow_blank=True, max_length=500, help_text="Optional tags, separated by commas."
+    )
+    folder_tags = serializers.BooleanField(
+        required=False, default=False, help_text="Each folder name of `path` becomes a tag too."
+    )
+
+    def validate_tags(self, text: str) -> list[str]:
+        return _tags_from_text(text)
+
+
+class RefusalSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ArchiveUploadSerializer(serializers.ModelSerializer):
+    """Where an archive sent to the upload API stands; the counts grow while a worker expands it."""
+
+    refusals = RefusalSerializer(many=True, read_only=True, help_text="The first 50 members refused, with the reason.")
+    members_total = serializers.IntegerField(read_only=True, help_text="Known once a worker has opened the archive (0 before).")
+    error = serializers.CharField(read_only=True, help_text="Why the whole archive failed; empty otherwise.")
+
+    class Meta:
+        model = ArchiveUpload
+        fields = [
+            "id", "name", "state", "members_total", "members_done", "added", "duplicates", "refused", "error",
+            "refusals",
+        ]
+        read_only_fields = fields
+
+
+class UploadAddedSerializer(serializers.Serializer):
+    """The file was added."""
+
+    status = serializers.ChoiceField(choices=["added"])
+    name = serializers.CharField(help_text="The file's path, or its name.")
+    image = ImageListItemSerializer(help_text="The new image.")
+
+
+class UploadDuplicateSerializer(UploadAddedSerializer):
+    """The same bytes are already in the gallery (the image there got the tags)."""
+
+    status = serializers.ChoiceField(choices=["duplicate"])
+    image = ImageListItemSerializer(help_text="The image already there.")
+
+
+class UploadArchiveSerializer(serializers.Serializer):
+    """A zip archive, kept for a worker to expand: follow it at /api/uploads/archives/{id}/."""
+
+    status = serializers.ChoiceField(choices=["archive"])
+    name = serializers.CharField(help_text="The archive's path, or its name.")
+    archive = ArchiveUploadSerializer()

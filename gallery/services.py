@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,22 +16,30 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
 from django.utils.text import slugify
 
+from imagerec.celery import app
 from similarity.pipeline import embeddings_request
 from similarity.selectors import nearest_neighbours_of
 from similarity.weights import model_identity
 
 from . import invalidation
-from .archives import is_zip_archive, zip_members
-from .models import Image, Tag
+from .archives import display_path, folder_names, is_zip_archive, zip_limits_check, zip_members
+from .models import ArchiveUpload, Image, Tag
 from .pipeline import images_follow_up_enqueue
+from .selectors import images_with_sha256
 from .storage import stored_file_delete
 from .validation import clean_original_name, file_sha256, inspect_image
 
 logger = logging.getLogger(__name__)
 
 UNEXPECTED_ERROR = "It could not be added: an unexpected error, logged for the administrators."
+# Sent by name, so that the web process never imports the worker's code; routed to the
+# default queue (settings.celery_queues).
+ARCHIVE_UPLOAD_EXPAND_TASK = "gallery.archive_upload_expand"
+ARCHIVE_NOT_QUEUED = "The archive could not be queued for a worker (the task queue is unreachable); send it again."
 
 
 class DuplicateImageError(Exception):
@@ -50,9 +59,13 @@ class UploadOutcome:
     duplicate_of: Image | None = None
     error: str = ""
     archive: str = ""  # the zip archive the file came out of, if any
+    # A zip archive sent on its own (``image_upload``): kept for a worker to expand.
+    queued_archive: ArchiveUpload | None = None
 
     @property
     def status(self) -> str:
+        if self.queued_archive is not None:
+            return "archive"
         if self.image is not None:
             return "added"
         if self.duplicate_of is not None:
@@ -201,6 +214,29 @@ def images_create(
     return outcomes
 
 
+def _known_or_added(
+    *, upload, name: str, caption: str, tag_names: list[str], uploaded_by, archive: str = ""
+) -> UploadOutcome:
+    """Add one file, or find its content already in the gallery by its hash before decoding it.
+
+    What is found costs one read, and still gets the tags: importing a folder again, or
+    dropping it again on the upload page, tags what is already there.
+    """
+    existing = None
+    if upload.size <= settings.IMAGE_MAX_UPLOAD_BYTES:  # a larger file is refused unread below
+        existing = Image.objects.filter(sha256=file_sha256(upload)).first()
+    if existing is None:
+        outcome = _upload_outcome(
+            upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by, archive=archive
+        )
+        existing = outcome.duplicate_of
+    else:
+        outcome = UploadOutcome(name=name, duplicate_of=existing, archive=archive)
+    if existing is not None and tag_names:
+        images_tag(image_ids=[existing.pk], names=tag_names)
+    return outcome
+
+
 def image_import_file(
     *, path: Path, name: str = "", caption: str = "", tag_names: Iterable[str] = (), uploaded_by=None
 ) -> UploadOutcome:
@@ -220,23 +256,193 @@ def image_import_file(
     try:
         with handle:
             upload = File(handle, name=path.name)
-            existing = None
-            if upload.size <= settings.IMAGE_MAX_UPLOAD_BYTES:  # a larger file is refused unread below
-                existing = Image.objects.filter(sha256=file_sha256(upload)).first()
-            if existing is None:
-                outcome = _upload_outcome(
-                    upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by
-                )
-                existing = outcome.duplicate_of
-            else:
-                outcome = UploadOutcome(name=name, duplicate_of=existing)
-            if existing is not None and tag_names:
-                images_tag(image_ids=[existing.pk], names=tag_names)
-            return outcome
+            return _known_or_added(upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by)
     except OSError as error:
         return UploadOutcome(name=name, error=f"The file cannot be read ({error.strerror or error}).")
     except Exception:
         return _unexpected_failure(name)
+
+
+# --- Uploads one file at a time (the upload API) -------------------------------------------
+
+
+def image_upload(
+    *, upload, path: str = "", caption: str = "", tag_names: Iterable[str] = (), folder_tags: bool = False,
+    uploaded_by=None,
+) -> UploadOutcome:
+    """One file sent on its own (the admin's upload page, scripts): added, already in the
+    gallery, refused with the reason, or, for a zip archive, kept for a worker to expand.
+
+    ``path`` is the file's place in the folder it was dropped with ("trip/day1/IMG_1.jpg"):
+    the name the outcome reports; with ``folder_tags`` each of its folders becomes a tag. A
+    file is judged as ``import_images`` judges one of a folder (the admin form's validation,
+    content already there found by its hash and given the tags); an archive is checked
+    against the limits it can be judged by unopened, then stored and queued, so no request
+    waits for one. Never raises for a file.
+    """
+    name = display_path(path) if path.strip() else clean_original_name(upload.name)
+    tag_names = [*tag_names, *(folder_names(name) if folder_tags else [])]
+    try:
+        if is_zip_archive(upload):
+            try:
+                zip_limits_check(upload=upload)
+            except ValidationError as error:
+                return UploadOutcome(name=name, error=" ".join(error.messages), archive=name)
+            archive = archive_upload_create(
+                upload=upload, name=name, caption=caption, tag_names=tag_names, folder_tags=folder_tags,
+                uploaded_by=uploaded_by,
+            )
+            if archive.state == ArchiveUpload.State.FAILED:
+                return UploadOutcome(name=name, error=archive.error, archive=name)
+            return UploadOutcome(name=name, queued_archive=archive)
+        if path.strip():
+            upload.name = clean_original_name(name)  # the stored original name: the path's file name
+        return _known_or_added(upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by)
+    except Exception:
+        return _unexpected_failure(name)
+
+
+def upload_check(*, hashes: Iterable[str], tag_names: Iterable[str] = ()) -> list[Image]:
+    """The images whose content hash is among ``hashes``: files the page need not send.
+
+    They get ``tag_names``, as a file sent again would (``image_upload``), so a duplicate that
+    is never sent still gets the drop's tags.
+    """
+    hashes = set(hashes)
+    tag_names = list(tag_names)
+    known = images_with_sha256(hashes=hashes)
+    if known and tag_names:
+        images_tag(image_ids=[image.pk for image in known], names=tag_names)
+        known = images_with_sha256(hashes=hashes)  # with their new tags
+    return known
+
+
+def archive_upload_create(
+    *, upload, name: str, caption: str = "", tag_names: Iterable[str] = (), folder_tags: bool = False,
+    uploaded_by=None,
+) -> ArchiveUpload:
+    """Keep a zip archive in the private storage and queue a worker to expand it, once committed.
+
+    An archive that could not be queued comes back failed, its file deleted.
+    """
+    archive = ArchiveUpload(
+        name=name, caption=(caption or "").strip()[:300], tag_names=list(tag_names), folder_tags=folder_tags,
+        uploaded_by=uploaded_by,
+    )
+    try:
+        with transaction.atomic():
+            archive.file.save("archive.zip", upload, save=False)
+            archive.save()
+            transaction.on_commit(lambda: archive_upload_publish(archive_id=archive.pk))
+    except BaseException:
+        stored_file_delete(archive.file)
+        raise
+    archive.refresh_from_db()  # failed, when the queue could not be reached
+    return archive
+
+
+def archive_upload_publish(*, archive_id: int) -> bool:
+    """Send the archive to a worker; False, and the archive failed, when the broker is unreachable."""
+    try:
+        app.send_task(ARCHIVE_UPLOAD_EXPAND_TASK, args=[archive_id], ignore_result=True)
+    except Exception:
+        logger.warning("Broker unavailable: archive upload %s was not queued", archive_id, exc_info=True)
+        archive_upload_finish(archive_id=archive_id, state=ArchiveUpload.State.FAILED, error=ARCHIVE_NOT_QUEUED)
+        return False
+    return True
+
+
+def archive_upload_finish(*, archive_id: int, state: str, error: str = "") -> ArchiveUpload:
+    """Mark the archive done or failed (unless it is already finished), then delete its file.
+
+    The state is committed before the file goes: a run stopped in between finds the archive
+    finished, and only deletes the file.
+    """
+    with transaction.atomic():
+        archive = ArchiveUpload.objects.select_for_update().get(pk=archive_id)
+        if not archive.is_finished:
+            archive.state, archive.error, archive.finished_at = state, error, timezone.now()
+            archive.save(update_fields=["state", "error", "finished_at", "updated_at"])
+    if archive.file.name:
+        stored_file_delete(archive.file)
+        ArchiveUpload.objects.filter(pk=archive_id).update(file="")
+        archive.file.name = ""
+    return archive
+
+
+def archive_upload_expand(*, archive_id: int, seconds: float | None = None) -> ArchiveUpload | None:
+    """Add each member of a stored archive as an upload of its own, counting as it goes.
+
+    Each member's image and the archive's counts are one transaction, taken under a lock on
+    the archive's row: a run resumed after a crash, or a second run beside the first, skips
+    the members already counted, so no image is lost or counted twice. Stops after about
+    ``seconds`` with the archive still expanding, for another run to resume; returns the
+    archive (None when it no longer exists).
+    """
+    started = time.monotonic()
+    archive = ArchiveUpload.objects.select_related("uploaded_by").filter(pk=archive_id).first()
+    if archive is None:
+        return None
+    if archive.is_finished:
+        return archive_upload_finish(archive_id=archive_id, state=archive.state)  # its file, if still there
+    ArchiveUpload.objects.filter(pk=archive_id, state=ArchiveUpload.State.QUEUED).update(
+        state=ArchiveUpload.State.EXPANDING, updated_at=timezone.now()
+    )
+    try:
+        handle = archive.file.open("rb")
+    except (FileNotFoundError, ValueError):  # ValueError: no file name (deleted)
+        return archive_upload_finish(
+            archive_id=archive_id, state=ArchiveUpload.State.FAILED, error="The stored archive is missing."
+        )
+    with handle:
+        try:
+            members = zip_members(upload=handle)
+        except ValidationError as error:
+            return archive_upload_finish(
+                archive_id=archive_id, state=ArchiveUpload.State.FAILED, error=" ".join(error.messages)
+            )
+    with members:
+        if not len(members):
+            return archive_upload_finish(
+                archive_id=archive_id, state=ArchiveUpload.State.FAILED, error="The archive holds no files."
+            )
+        ArchiveUpload.objects.filter(pk=archive_id).update(members_total=len(members), updated_at=timezone.now())
+        for index, member in enumerate(members):
+            counted = _archive_member_add(archive=archive, index=index, member=member)
+            # At least one member per run, so that every run moves the archive on.
+            if counted and seconds is not None and time.monotonic() - started > seconds and index + 1 < len(members):
+                archive.refresh_from_db()
+                return archive
+    return archive_upload_finish(archive_id=archive_id, state=ArchiveUpload.State.DONE)
+
+
+def _archive_member_add(*, archive: ArchiveUpload, index: int, member) -> bool:
+    """Add the archive's member number ``index`` and count it; False when a run already had."""
+    name = f"{archive.name}: {member.path}"
+    with transaction.atomic():
+        done = ArchiveUpload.objects.select_for_update().values_list("members_done", flat=True).get(pk=archive.pk)
+        if done > index:
+            return False
+        if member.error:
+            outcome = UploadOutcome(name=name, error=member.error, archive=archive.name)
+        else:
+            tag_names = [*archive.tag_names, *(folder_names(member.path) if archive.folder_tags else [])]
+            outcome = _known_or_added(
+                upload=member.upload, name=name, caption=archive.caption, tag_names=tag_names,
+                uploaded_by=archive.uploaded_by, archive=archive.name,
+            )
+        counts = {"members_done": F("members_done") + 1, "updated_at": timezone.now()}
+        if outcome.status == "added":
+            counts["added"] = F("added") + 1
+        elif outcome.status == "duplicate":
+            counts["duplicates"] = F("duplicates") + 1
+        else:
+            counts["refused"] = F("refused") + 1
+            refusals = ArchiveUpload.objects.values_list("refusals", flat=True).get(pk=archive.pk)
+            if len(refusals) < ArchiveUpload.REFUSALS_KEPT:
+                counts["refusals"] = [*refusals, {"name": name, "reason": outcome.error}]
+        ArchiveUpload.objects.filter(pk=archive.pk).update(**counts)
+    return True
 
 
 def near_duplicates_mark(*, image_ids: Iterable[int], identity: str | None = None) -> int:

@@ -20,4 +20,8 @@ urlpatterns = [
     path("api/images/<int:pk>/", public_page(api.ImageDetailView.as_view()), name="api-image-detail"),
     path("api/images/<int:pk>/similar/", public_page(api.SimilarImagesView.as_view()), name="api-similar"),
     path("api/search/", api.SearchView.as_view(), name="api-search"),
+    # Staff uploads: never kept by the page cache (answers differ per user and change).
+    path("api/uploads/", api.UploadView.as_view(), name="api-upload"),
+    path("api/uploads/check/", api.UploadCheckView.as_view(), name="api-upload-check"),
+    path("api/uploads/archives/<int:pk>/", api.ArchiveUploadView.as_view(), name="api-upload-archive"),
 ]

@@ -38,6 +38,9 @@ BODY_LIMITS = (
     ("/search/", "SEARCH_MAX_REQUEST_BYTES"),
     ("/api/search/", "SEARCH_MAX_REQUEST_BYTES"),
     ("/admin/", "ADMIN_MAX_REQUEST_BYTES"),
+    # The first match counts: the hash check is small JSON, the upload beside it one file or zip.
+    ("/api/uploads/check/", "REQUEST_MAX_BYTES"),
+    ("/api/uploads/", "UPLOAD_MAX_REQUEST_BYTES"),
 )
 
 

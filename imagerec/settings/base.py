@@ -129,6 +129,26 @@ ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=1024 * 1024 * 1024)
 SEARCH_MAX_REQUEST_BYTES = env.int("SEARCH_MAX_REQUEST_BYTES", default=IMAGE_MAX_UPLOAD_BYTES + 1024 * 1024)
 ADMIN_MAX_REQUEST_BYTES = env.int("ADMIN_MAX_REQUEST_BYTES", default=ZIP_MAX_TOTAL_BYTES + 1024 * 1024)
 REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
+# The admin's upload page and scripts (/api/uploads/, gallery/api.py) send one file or one zip
+# archive per request: as large as an archive may be. The hash check beside it is small JSON
+# (1,000 hashes are about 70 kB) and keeps REQUEST_MAX_BYTES.
+UPLOAD_MAX_REQUEST_BYTES = env.int(
+    "UPLOAD_MAX_REQUEST_BYTES", default=max(IMAGE_MAX_UPLOAD_BYTES, ZIP_MAX_TOTAL_BYTES) + 1024 * 1024
+)
+# The upload page (issue 20): how many files its script sends at once; how many content hashes
+# one request may ask about (the script asks in batches of this many); and how many times a file
+# whose request failed without an answer, or with a 5xx or 429, is sent again, with exponential
+# backoff (a refusal, any other 4xx, is final).
+UPLOAD_CONCURRENCY = env.int("UPLOAD_CONCURRENCY", default=4)
+UPLOAD_CHECK_MAX = env.int("UPLOAD_CHECK_MAX", default=1000)
+UPLOAD_RETRIES = env.int("UPLOAD_RETRIES", default=3)
+if UPLOAD_CONCURRENCY < 1 or UPLOAD_CHECK_MAX < 1 or UPLOAD_RETRIES < 0:
+    raise ImproperlyConfigured("UPLOAD_CONCURRENCY and UPLOAD_CHECK_MAX must be 1 or more, UPLOAD_RETRIES 0 or more.")
+# A zip sent to /api/uploads/ is expanded by a worker (gallery.tasks.archive_upload_expand), which
+# hands the rest to a fresh run of itself after this many seconds of work: a run stays well
+# under its time limit and under the broker's visibility timeout (CELERY_VISIBILITY_TIMEOUT), past
+# which a second worker would be handed a task still running.
+ARCHIVE_RUN_SECONDS = env.int("ARCHIVE_RUN_SECONDS", default=300)
 # How many proxies in front of the site append to X-Forwarded-For (Caddy in docker-compose.yml:
 # 1). The client address (rate limits) is the one the outermost of them saw; 0 trusts no
 # X-Forwarded-For at all and takes the connecting address.
@@ -631,6 +651,9 @@ def celery_queues(prefix: str = "") -> tuple[list, dict, str]:
         "gallery.renditions_create": {"queue": names["renditions"]},
         "gallery.images_sweep": {"queue": names["renditions"]},
         "similarity.query_embed": {"queue": names["searches"]},
+        # Ingest work that is neither an embedding nor a thumbnail: the queue every worker
+        # started as the Procfile says consumes beside its own.
+        "gallery.archive_upload_expand": {"queue": names["default"]},
     }
     return [Queue(name) for name in names.values()], routes, names["default"]
 

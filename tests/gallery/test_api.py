@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from hypothesis import HealthCheck, given
@@ -300,6 +301,17 @@ def example_value(schema: dict):
     raise AssertionError(f"teach example_value about {schema}")
 
 
+def example_request(operation: dict, components: dict, image) -> dict:
+    """Client.generic's arguments for a write that changes something when it is allowed."""
+    if operation["operationId"] == "uploads_create":  # a multipart upload: a new photo
+        return {"data": encode_multipart(BOUNDARY, {"file": upload("new.jpg", encode(photo_like(77)))}),
+                "content_type": MULTIPART_CONTENT}
+    if operation["operationId"] == "uploads_check":  # an image already there, given a tag
+        return {"data": json.dumps({"sha256": [image.sha256], "tags": "changed"}), "content_type": "application/json"}
+    body = example_body(operation, components)
+    return {"data": "" if body is None else json.dumps(body), "content_type": "application/json"}
+
+
 def example_body(operation: dict, components: dict) -> dict | None:
     if "requestBody" not in operation:
         return None  # a DELETE, say
@@ -366,9 +378,8 @@ def test_every_write_needs_staff_with_the_model_permission(client, django_user_m
         before = gallery_state()
 
         url = re.sub(r"\{[^}]+\}", str(image.pk), path)
-        body = example_body(operation, schema["components"]["schemas"])
-        data = "" if body is None else json.dumps(body)
-        response = browser.generic(method.upper(), url, data, content_type="application/json", **credentials)
+        request = example_request(operation, schema["components"]["schemas"], image)
+        response = browser.generic(method.upper(), url, **request, **credentials)
 
         if allowed:
             assert 200 <= response.status_code < 300, (method, path, response.content)
@@ -509,6 +520,7 @@ def test_the_schema_describes_every_endpoint(client):
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {
         "/api/images/", "/api/images/{id}/", "/api/images/{id}/similar/", "/api/search/",
+        "/api/uploads/", "/api/uploads/check/", "/api/uploads/archives/{id}/",
     }
     assert set(schema["paths"]["/api/images/{id}/"]) == {"get", "patch"}
 
