@@ -190,7 +190,9 @@ class ImageListQuery(TagQuery, PageQuery):
 
 # --- Uploads (staff) -------------------------------------------------------------------------
 
-SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
+# "$", not "\Z": the pattern is also the schema's, in the JSON Schema (ECMA) dialect. A newline
+# after it is trimmed away by the field anyway.
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 def _tags_from_text(text: str) -> list[str]:

@@ -62,6 +62,19 @@ def gallery_ids(transactional_db, image_factory, django_user_model):
 
 
 @pytest.fixture
+def archive_ids(transactional_db):
+    """Archive uploads as the status endpoint shows them: queued, and done with a refusal."""
+    from gallery.models import ArchiveUpload
+
+    queued = ArchiveUpload.objects.create(name="queued.zip")
+    done = ArchiveUpload.objects.create(
+        name="done.zip", state=ArchiveUpload.State.DONE, members_total=2, members_done=2, added=1, refused=1,
+        refusals=[{"name": "done.zip: broken.jpg", "reason": "It is not an image."}],
+    )
+    return [queued.pk, done.pk]
+
+
+@pytest.fixture
 def api_schema(live_server, gallery_ids, settings):
     # No search worker runs here: a valid photo gets the documented 503, soon.
     settings.SEARCH_TIMEOUT_SECONDS = 0.2
@@ -72,29 +85,33 @@ def api_schema(live_server, gallery_ids, settings):
 
 
 def staff_headers(case) -> dict:
-    if case.method.upper() != "PATCH":
+    if case.method.upper() != "PATCH" and not case.operation.path.startswith("/api/uploads/"):
         return {}
-    # Anonymous writes are refused (tests/gallery/test_api.py); here the edit itself is fuzzed.
+    # Anonymous writes (and uploads) are refused (tests/gallery/test_api.py,
+    # test_upload_api.py); here the edit and the uploads themselves are fuzzed.
     return {"Authorization": "Basic " + base64.b64encode(":".join(STAFF).encode()).decode()}
 
 
-def onto_the_gallery(case, gallery_ids: list[int]) -> None:
-    """Most generated ids are small: map them onto the gallery's images, so 200 answers are
-    checked too. Negative and large ids stay as generated (404s, values beyond bigint)."""
+def onto_the_gallery(case, gallery_ids: list[int], archive_ids: list[int]) -> None:
+    """Most generated ids are small: map them onto the gallery's images (or archive uploads),
+    so 200 answers are checked too. Negative and large ids stay as generated (404s, values
+    beyond bigint)."""
     id_ = (case.path_parameters or {}).get("id")
+    ids = archive_ids if case.operation.path.startswith("/api/uploads/archives/") else gallery_ids
     if isinstance(id_, int) and 0 <= id_ < 1000:
-        case.path_parameters["id"] = gallery_ids[id_ % len(gallery_ids)]
+        case.path_parameters["id"] = ids[id_ % len(ids)]
 
 
 # Schemathesis's own pytest wrapper (schemathesis.pytest.from_fixture) does not run under
 # pytest 9 (it sets Function._nodeid), so each operation gets a Hypothesis test of its own
 # here, built from the operation's strategy: the same generation and the same checks.
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_the_api_answers_every_request_as_its_schema_says(api_schema, gallery_ids, mode):
+def test_the_api_answers_every_request_as_its_schema_says(api_schema, gallery_ids, archive_ids, mode):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert {operation.label for operation in operations} == {
         "GET /api/images/", "GET /api/images/{id}/", "PATCH /api/images/{id}/",
         "GET /api/images/{id}/similar/", "POST /api/search/",
+        "POST /api/uploads/", "POST /api/uploads/check/", "GET /api/uploads/archives/{id}/",
     }
     statuses: Counter = Counter()
     for operation in operations:
@@ -108,7 +125,7 @@ def test_the_api_answers_every_request_as_its_schema_says(api_schema, gallery_id
             suppress_health_check=list(HealthCheck),
         )
         def answers_as_documented(case):
-            onto_the_gallery(case, gallery_ids)
+            onto_the_gallery(case, gallery_ids, archive_ids)
             response = case.call_and_validate(headers=staff_headers(case), checks=CHECKS)
             statuses[(operation.label, response.status_code)] += 1
 
@@ -117,5 +134,8 @@ def test_the_api_answers_every_request_as_its_schema_says(api_schema, gallery_id
     # Each operation was exercised, and the reads reached real images, not only errors.
     assert {label for label, _ in statuses} == {operation.label for operation in operations}
     if mode is GenerationMode.POSITIVE:
-        for label in ("GET /api/images/", "GET /api/images/{id}/", "GET /api/images/{id}/similar/"):
+        for label in (
+            "GET /api/images/", "GET /api/images/{id}/", "GET /api/images/{id}/similar/",
+            "POST /api/uploads/check/", "GET /api/uploads/archives/{id}/",
+        ):
             assert statuses[(label, 200)] > 0, label
