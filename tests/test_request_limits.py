@@ -131,7 +131,9 @@ def send_chunked(connection: socket.socket, total: int, chunk: int = 64 * 1024) 
         pass  # refused part-way: what the test wants
 
 
-@pytest.mark.parametrize("path", ["/api/search/", "/search/", "/admin/gallery/image/add/", "/api/images/1/"])
+@pytest.mark.parametrize(
+    "path", ["/api/search/", "/search/", "/admin/gallery/image/add/", "/api/images/1/", "/api/uploads/", "/api/uploads/check/"]
+)
 def test_a_huge_declared_body_is_refused_before_the_client_sends_it(start_server, upload_dir, path):
     server = start_server()
     declared = max(HUGE, request_body_limit(path) + 1)
@@ -270,7 +272,10 @@ def behind_caddy(start_server, tmp_path):
 CADDY_REFUSAL = b"This request is larger than this address accepts."
 
 
-@pytest.mark.parametrize("path", ["/api/search/", "/search/", "/admin/gallery/image/add/", "/api/images/1/", "/"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/search/", "/search/", "/admin/gallery/image/add/", "/api/images/1/", "/", "/api/uploads/", "/api/uploads/check/"],
+)
 def test_caddy_refuses_a_body_larger_than_the_site_accepts_on_its_own(behind_caddy, path):
     proxy, server = behind_caddy()
     limit = request_body_limit(path)
