@@ -11,7 +11,7 @@ from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from similarity.pipeline import embeddings_request
@@ -21,7 +21,7 @@ from similarity.weights import WeightsUnavailable, model_identity
 
 from . import selectors, services
 from .forms import ImageUploadForm
-from .models import Image
+from .models import ArchiveUpload, Image
 
 # The detected format's usual extension (Pillow's format names; others are lower-cased).
 DOWNLOAD_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
@@ -265,3 +265,35 @@ class ImageAdmin(admin.ModelAdmin):
     def retry_failed(self, request, queryset):
         count = embeddings_request(image_ids=queryset.failed().values_list("pk", flat=True))
         self.message_user(request, f"Queued {count} failed image(s) again.", messages.SUCCESS)
+
+
+@admin.register(ArchiveUpload)
+class ArchiveUploadAdmin(admin.ModelAdmin):
+    """Zip archives sent to the upload API, and where each stands. Read-only: a worker writes them."""
+
+    list_display = ["name", "state", "members", "added", "duplicates", "refused", "uploaded_by", "created_at", "finished_at"]
+    list_filter = ["state"]
+    search_fields = ["name"]
+    list_per_page = 50
+    fields = [
+        "name", "state", "members", "added", "duplicates", "refused", "error", "refused_members", "caption",
+        "tag_names", "folder_tags", "uploaded_by", "created_at", "updated_at", "finished_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # through the upload page, which stores the file and queues the worker
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a worker may be expanding it; its file goes once it is finished
+
+    @admin.display(description="Members done")
+    def members(self, archive: ArchiveUpload):
+        return f"{archive.members_done} of {archive.members_total}" if archive.members_total else "not opened yet"
+
+    @admin.display(description="Refused members (the first 50)")
+    def refused_members(self, archive: ArchiveUpload):
+        return format_html_join(mark_safe("<br>"), "{}: {}", ((item["name"], item["reason"]) for item in archive.refusals))

@@ -394,3 +394,18 @@ def test_an_archive_whose_worker_is_killed_is_finished_by_the_redelivery_without
     assert Image.objects.count() == 40
     again = ArchiveUpload.objects.get(pk=archive_id)
     assert (again.state, again.members_done, again.added, again.duplicates) == ("done", 40, 40, 0)
+
+
+def test_the_admin_lists_archives_with_their_progress_read_only(staff_client):
+    archive = ArchiveUpload.objects.create(
+        name="trip.zip", state="expanding", members_total=3, members_done=2, added=1, refused=1,
+        refusals=[{"name": "trip.zip: <b>broken</b>.jpg", "reason": "It is not an image."}],
+    )
+
+    listing = staff_client.get(reverse("admin:gallery_archiveupload_changelist"))
+    page = staff_client.get(reverse("admin:gallery_archiveupload_change", args=[archive.pk]))
+
+    assert listing.status_code == 200 and "2 of 3" in listing.content.decode()
+    assert page.status_code == 200
+    assert "trip.zip: &lt;b&gt;broken&lt;/b&gt;.jpg: It is not an image." in page.content.decode()
+    assert staff_client.get(reverse("admin:gallery_archiveupload_add")).status_code == 403
