@@ -337,7 +337,8 @@ class UploadCheckView(UploadApiView):
     def post(self, request):
         query = _valid(UploadCheckRequest, request.data)
         known = services.upload_check(hashes=query["sha256"], tag_names=query.get("tags", []))
-        return Response(UploadCheckResultSerializer({"known": [{"sha256": image.sha256, "image": image} for image in known]}).data)
+        answer = {"known": [{"sha256": image.sha256, "image": image} for image in known]}
+        return Response(UploadCheckResultSerializer(answer).data)
 
 
 def _upload_refused(status: int, reason: str, fields: dict | None = None):
@@ -392,12 +393,14 @@ class UploadView(UploadApiView):
         if outcome.status == "archive":
             archive = outcome.queued_archive
             answer = UploadArchiveSerializer({"status": "archive", "name": outcome.name, "archive": archive}).data
-            return Response(answer, status=202, headers={"Location": reverse("gallery:api-upload-archive", args=[archive.pk])})
+            progress = reverse("gallery:api-upload-archive", args=[archive.pk])
+            return Response(answer, status=202, headers={"Location": progress})
         image = outcome.image or outcome.duplicate_of
         selectors.images_prefetch_renditions(images=[image])
+        answer = {"status": outcome.status, "name": outcome.name, "image": image}
         if outcome.status == "added":
-            return Response(UploadAddedSerializer({"status": "added", "name": outcome.name, "image": image}).data, status=201)
-        return Response(UploadDuplicateSerializer({"status": "duplicate", "name": outcome.name, "image": image}).data)
+            return Response(UploadAddedSerializer(answer).data, status=201)
+        return Response(UploadDuplicateSerializer(answer).data)
 
 
 class ArchiveUploadView(UploadApiView):

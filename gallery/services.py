@@ -297,7 +297,9 @@ def image_upload(
             return UploadOutcome(name=name, queued_archive=archive)
         if path.strip():
             upload.name = clean_original_name(name)  # the stored original name: the path's file name
-        return _known_or_added(upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by)
+        return _known_or_added(
+            upload=upload, name=name, caption=caption, tag_names=tag_names, uploaded_by=uploaded_by
+        )
     except Exception:
         return _unexpected_failure(name)
 
