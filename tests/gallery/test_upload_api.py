@@ -4,12 +4,15 @@ content hashes the gallery already holds, and zip archives expanded by a real wo
 import base64
 import hashlib
 import io
+import time
 import zipfile
 
 import pytest
+from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import reverse
 
+from devtools import services as dev_services
 from gallery.models import ArchiveUpload, Image
 from gallery.services import archive_upload_expand
 from tests.conftest import encode, photo_like, upload, wait_for
@@ -294,6 +297,39 @@ def test_a_zip_over_the_limit_is_refused_at_once_and_not_kept(staff_client, sett
     assert ArchiveUpload.objects.count() == 0
 
 
+def stored_archives(settings) -> set:
+    return {path for path in (settings.MEDIA_ROOT / "archives").rglob("*") if path.is_file()}
+
+
+needs_embedded_redis = pytest.mark.skipif(
+    dev_services.services_urls(django_settings.TEST_DATA_DIR).get("CELERY_BROKER_URL") != django_settings.CELERY_BROKER_URL,
+    reason="stops and starts the embedded Redis",
+)
+
+
+@pytest.mark.end_to_end
+@needs_embedded_redis
+def test_a_zip_sent_while_the_broker_is_down_is_a_503_worth_retrying_and_is_not_kept(
+    staff_client, transactional_db, settings
+):
+    before = stored_archives(settings)
+    dev_services.redis_stop(settings.TEST_DATA_DIR)
+    try:
+        started = time.monotonic()
+        response = send(staff_client, make_zip([("one.jpg", photo(1))]), name="outage.zip")
+        seconds = time.monotonic() - started
+    finally:
+        dev_services.redis_start(settings.TEST_DATA_DIR)
+
+    # Answered promptly, with a status the page sends again after a pause (a 5xx).
+    assert response.status_code == 503, response.content
+    assert "send it again" in response.json()["error"]["message"]
+    assert seconds < 15
+    archive = ArchiveUpload.objects.get()
+    assert archive.state == "failed" and archive.file.name == ""
+    assert stored_archives(settings) == before
+
+
 def test_an_unknown_archive_is_a_json_404(staff_client):
     response = staff_client.get(archive_url(12345))
     assert response.status_code == 404 and response.json()["error"]["status"] == 404
@@ -308,10 +344,7 @@ def wait_until_finished(archive_id: int, timeout: float = 120) -> ArchiveUpload:
     )
 
 
-def stored_archives(settings) -> set:
-    return {path for path in (settings.MEDIA_ROOT / "archives").rglob("*") if path.is_file()}
-
-
+@pytest.mark.end_to_end
 def test_a_worker_expands_a_zip_counting_as_it_goes(staff_client, start_worker, settings):
     start_worker()
     send(staff_client, photo(50), name="already.jpg")
@@ -344,6 +377,7 @@ def test_a_worker_expands_a_zip_counting_as_it_goes(staff_client, start_worker, 
     assert stored_archives(settings) == before
 
 
+@pytest.mark.end_to_end
 def test_a_long_archive_is_finished_by_runs_that_each_resume_where_the_last_stopped(staff_client, start_worker):
     # Every run hands the rest to a fresh one after its first member.
     start_worker(extra_env={"ARCHIVE_RUN_SECONDS": "0"})
@@ -356,6 +390,7 @@ def test_a_long_archive_is_finished_by_runs_that_each_resume_where_the_last_stop
     assert Image.objects.count() == 5
 
 
+@pytest.mark.end_to_end
 def test_a_broken_archive_fails_with_the_reason(staff_client, start_worker):
     start_worker()
     content = make_zip([("one.jpg", photo(1))])
@@ -366,6 +401,7 @@ def test_a_broken_archive_fails_with_the_reason(staff_client, start_worker):
     assert Image.objects.count() == 0
 
 
+@pytest.mark.end_to_end
 def test_an_archive_whose_worker_is_killed_is_finished_by_the_redelivery_without_double_counts(
     staff_client, start_worker
 ):
