@@ -64,6 +64,7 @@
   var rateText = section.querySelector(".rate");
   var timeLeftText = section.querySelector(".time-left");
   var summary = section.querySelector(".bulk-summary");
+  var announcement = section.querySelector(".bulk-announcement");
   var cancelButton = section.querySelector(".cancel-button");
   var retryButton = section.querySelector(".retry-button");
   var inFlightList = section.querySelector(".in-flight");
@@ -566,6 +567,8 @@
     var retriable = counts.failed + counts.cancelled;
     retryButton.hidden = !retriable;
     retryButton.textContent = "Retry the failed ones (" + retriable + ")";
+    var text = summaryText();
+    if (summary.textContent !== text) summary.textContent = text;
     renderInFlight();
     renderRows();
     announce(false);
@@ -735,7 +738,7 @@
       clearTimeout(announceTimer);
       announceTimer = null;
       var text = summaryText();
-      if (summary.textContent !== text) summary.textContent = text;
+      if (announcement.textContent !== text) announcement.textContent = text;
       lastAnnounced = Date.now();
     } else if (!announceTimer) {
       announceTimer = setTimeout(function () {
