@@ -820,6 +820,9 @@
 
   // --- Start ----------------------------------------------------------------------------
 
+  // Every current browser picks folders this way; the attribute is not in the HTML standard,
+  // so it is set here rather than written in the page.
+  folderInput.webkitdirectory = true;
   if (classicForm) classicForm.hidden = true;
   section.hidden = false;
   if (!canHash) {

@@ -184,6 +184,23 @@ def test_the_nu_html_checker_finds_no_error_on_any_public_page_or_error_page(pub
     assert not errors, "\n".join(errors)
 
 
+def test_the_nu_html_checker_finds_no_error_on_the_admins_upload_page(nu_checker, django_user_model, tmp_path):
+    """The admin's "Add images" page, whose drop zone, progress and results are the site's own markup."""
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("curator", "curator@example.com", "not-a-real-password"))
+    path = tmp_path / "upload.html"
+    path.write_bytes(client.get("/admin/gallery/image/add/").content)
+    result = subprocess.run(
+        [*nu_checker, "--format", "json", "--errors-only", str(path)], capture_output=True, text=True, timeout=120
+    )
+    errors = [
+        f"{message.get('lastLine')}: {message['message']} ({message.get('extract', '').strip()!r})"
+        for message in json.loads(result.stderr)["messages"]
+        if message["type"] in ("error", "non-document-error")
+    ]
+    assert not errors, "\n".join(errors)
+
+
 # --- Lighthouse --------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

@@ -182,6 +182,7 @@ def test_a_dropped_folder_is_sent_file_by_file_without_the_known_ones_and_retrie
     assert violations == [], "\n".join(violations)
 
 
+@pytest.mark.end_to_end
 def test_a_zip_dropped_on_the_page_is_expanded_by_the_worker_with_its_progress(admin_page, worker, screenshot):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
