@@ -179,6 +179,10 @@ def test_a_dropped_folder_is_sent_file_by_file_without_the_known_ones_and_retrie
     violations = axe_violations(page, axe_source)
     page.set_viewport_size({"width": 320, "height": 800})
     violations += axe_violations(page, axe_source)
+    # And in the admin's dark theme (its "auto" follows the system's).
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_function("() => document.getAnimations().length === 0")  # the admin's colour transitions
+    violations += axe_violations(page, axe_source)
     assert violations == [], "\n".join(violations)
 
 
