@@ -4,6 +4,7 @@
     .venv/bin/python bench/run_all.py --quick            # 10k, short runs
     .venv/bin/python bench/run_all.py --sizes 1000000    # one size; the others' results are kept
     .venv/bin/python bench/run_all.py --only pages       # one part: nn, pages or precompute
+    .venv/bin/python bench/run_all.py --only uploads     # the upload page against import_images (bench/uploads.py)
     .venv/bin/python bench/run_all.py --only pages --page-variants ""   # the site's gunicorn only
     .venv/bin/python bench/run_all.py --report-only
 
@@ -36,7 +37,9 @@ def arguments(argv):
     add = parser.add_argument
     add("--sizes", type=ints, default=None, help="vector counts, e.g. 10000,100000,1000000")
     add("--quick", action="store_true", help="10k only, fewer queries, short load runs")
-    add("--only", choices=["nn", "pages", "precompute"], help="one part (pages: loads --page-size images first)")
+    add("--only", choices=["nn", "pages", "precompute", "uploads"],
+        help="one part (pages: loads --page-size images first; uploads: bench/uploads.py, its own servers and "
+        "docs/ingestion.md)")
     add("--sweep-size", type=int, default=100_000, help="size at which index parameters are swept")
     add("--sweep", type=pairs, default=pairs("8/32,16/64,16/128,24/128"), help="m/ef_construction pairs swept")
     add("--ef-search", type=ints, default=ints("20,40,80,160,320"))
@@ -162,6 +165,11 @@ def database_measure(options, results: dict) -> None:
 
 def main(argv=None) -> int:
     options = arguments(argv if argv is not None else sys.argv[1:])
+    if options.only == "uploads":  # its own servers, results and report
+        import uploads
+
+        return uploads.main(["--report-only"] if options.report_only else
+                            ["--photos", "200", "--rounds", "1"] if options.quick else [])
     results = common.load("results.json", {})
     if not options.report_only:
         results.setdefault("runs", []).append({
