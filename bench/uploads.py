@@ -38,6 +38,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -358,9 +359,12 @@ def driver_pids() -> list[int]:
     return [process.pid for process in psutil.Process().children() if process.name().startswith("node")]
 
 
-def way_page(folder: Path, *, port: int, gunicorn_pid: int, facts: dict, credentials: tuple[str, str]) -> dict:
-    """The admin's upload page in headless Chromium: signed in, the folder picked, timed until the
-    page shows 100 % with every file's row."""
+def way_page_recorded(folder: Path, *, port: int, gunicorn_pid: int, facts: dict,
+                      credentials: tuple[str, str]) -> dict:
+    """The admin's upload page in headless Chromium under Playwright the whole time: signed in,
+    the folder picked, timed until the page shows 100 % with every file's row, every request
+    recorded (what was sent, and which file each carried). Playwright's driver handles every
+    request's events meanwhile, on the same cores: way_page times the page without it."""
     from playwright.sync_api import sync_playwright
 
     base = f"https://127.0.0.1:{port}"
@@ -399,6 +403,100 @@ def way_page(folder: Path, *, port: int, gunicorn_pid: int, facts: dict, credent
             browser.close()
     return {"seconds": seconds, "cpu_seconds": cpu, "errors": errors[:10], "rows": rows,
             "other_requests": len(others), "other_requests_sample": others[:5], **requests}
+
+
+def chromium_start() -> tuple[subprocess.Popen, str]:
+    """Chromium started on its own, as the browser tests' arguments have it, with a DevTools port
+    for Playwright to attach to and let go of; returns it and the port's address."""
+    import urllib.request
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    profile = DATA_DIR / "chromium-profile"
+    shutil.rmtree(profile, ignore_errors=True)
+    process = subprocess.Popen(
+        [shutil.which("chromium"), *CHROMIUM_ARGUMENTS, f"--ignore-certificate-errors-spki-list={certificate_spki()}",
+         f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(address + "/json/version", timeout=5).read()
+            return process, address
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("Chromium did not open its DevTools port") from None
+            time.sleep(0.2)
+
+
+# Set in the page before the pick: the page's own clock at the pick and when it shows 100 % with
+# every row settled, checked every 100 ms (in the page: no harness attached meanwhile).
+WATCH_SCRIPT = """([selector, settled, files]) => {
+  window.benchStarted = performance.now();
+  window.benchDone = null;
+  const timer = setInterval(() => {
+    const progress = document.querySelector('#bulk-overall');
+    if (!progress || Number(progress.value) < Number(progress.max)) return;
+    let done = 0;
+    for (const row of document.querySelectorAll(selector)) {
+      if (settled.some((state) => row.classList.contains('outcome-' + state))) done += 1;
+    }
+    if (done >= files) {
+      window.benchDone = performance.now();
+      clearInterval(timer);
+    }
+  }, 100);
+}"""
+
+
+def way_page(folder: Path, *, port: int, gunicorn_pid: int, facts: dict, credentials: tuple[str, str]) -> dict:
+    """The admin's upload page in headless Chromium, as a person uses it: Playwright signs in and
+    picks the folder, then lets go of the browser (its driver would otherwise handle every
+    request's DevTools events on the same cores: about as much CPU as Chromium itself). The page
+    times itself (performance.now() at the pick and at 100 % with every row settled); the
+    server's side says when to look again: every good photo in the gallery."""
+    from playwright.sync_api import sync_playwright
+
+    from gallery.models import Image
+
+    base = f"https://127.0.0.1:{port}"
+    chromium, address = chromium_start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.connect_over_cdp(address)
+            page = browser.contexts[0].pages[0]
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/admin/login/?next={PAGE_PATH}")
+            page.fill("#id_username", credentials[0])
+            page.fill("#id_password", credentials[1])
+            page.click("input[type=submit]")
+            page.wait_for_url(f"**{PAGE_PATH}")
+            page.evaluate(WATCH_SCRIPT, [ROWS, list(SETTLED), facts["files"]])
+            parts = {"gunicorn": [gunicorn_pid], "postgres": [postgres_pid()], "chromium": [chromium.pid]}
+            cpu, busy = {name: cpu_of(pids) for name, pids in parts.items()}, machine_busy_seconds()
+            page_pick_folder(page, folder)
+            browser.close()  # attached over CDP: lets go of the browser, which goes on
+        expected = gallery_check(facts)["expected"]
+        deadline = time.monotonic() + 1800
+        while Image.objects.count() < expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+        cpu = {name: cpu_of(pids) - cpu[name] for name, pids in parts.items()}
+        cpu["other"] = max(0.0, machine_busy_seconds() - busy - sum(cpu.values()))
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.connect_over_cdp(address)
+            page = browser.contexts[0].pages[0]
+            page.wait_for_function("window.benchDone !== null", timeout=300_000, polling=500)
+            seconds = page.evaluate("(window.benchDone - window.benchStarted) / 1000")
+            page.screenshot(path=str(DATA_DIR / "page-done.png"))
+            rows = page_rows(page)
+            browser.close()
+    finally:
+        chromium.terminate()
+        chromium.wait(timeout=30)
+    return {"seconds": seconds, "cpu_seconds": cpu, "rows": rows}
 
 
 def requests_sent(sent: list, facts: dict) -> dict:
@@ -617,7 +715,7 @@ def loopback_gbps(megabytes: int = 2048) -> float:
 
 # --- A run ----------------------------------------------------------------------------------
 
-WAYS = ("command", "page", "api")
+WAYS = ("command", "page", "page_recorded", "api")
 
 
 def run(args) -> dict:
@@ -658,9 +756,10 @@ def run(args) -> dict:
                 log(f"Round {number + 1}: {way}, {facts['files']} files ...")
                 if way == "command":
                     measured[way] = way_command(folder, production)
-                elif way == "page":
-                    measured[way] = way_page(folder, port=port, gunicorn_pid=gunicorn.pid, facts=facts,
-                                             credentials=credentials)
+                elif way in ("page", "page_recorded"):
+                    measure = way_page if way == "page" else way_page_recorded
+                    measured[way] = measure(folder, port=port, gunicorn_pid=gunicorn.pid, facts=facts,
+                                            credentials=credentials)
                 else:
                     measured[way] = way_api(folder, port=port, gunicorn_pid=gunicorn.pid, facts=facts,
                                             credentials=credentials, concurrency=settings.UPLOAD_CONCURRENCY)
@@ -685,6 +784,7 @@ def run(args) -> dict:
 # --- Report ---------------------------------------------------------------------------------
 
 LABELS = {"command": "`manage.py import_images <folder>`", "page": "the upload page in Chromium",
+          "page_recorded": "the same, Playwright attached and recording every request",
           "api": "a script through the same API"}
 
 
@@ -695,6 +795,7 @@ def median_of(run: dict, way: str, read) -> float:
 # CPU by part, per way: (the site's processes, the client, PostgreSQL). Playwright's driver is
 # the harness's, not the page's, and counts with neither.
 PARTS = {"command": ("command", None, "postgres"), "page": ("gunicorn", "chromium", "postgres"),
+         "page_recorded": ("gunicorn", "chromium", "postgres"),
          "api": ("gunicorn", "client", "postgres")}
 
 
@@ -746,26 +847,35 @@ def values(runs: list[dict], run: dict) -> dict:
     rows = []
     for way in ways:
         measured = [m[way] for m in run["rounds"] if way in m]
-        sent = statistics.median(m.get("upload_body_bytes", 0) for m in measured) if way != "command" else None
+        recorded = "upload_body_bytes" in measured[0]
+        sent = statistics.median(m["upload_body_bytes"] for m in measured) if recorded else None
         rows.append([
             LABELS[way], f"{seconds[way]:.1f}", " / ".join(f"{m['seconds']:.1f}" for m in measured),
             f"{files / seconds[way]:.1f}", "1.00" if way == "command" else f"**{ratios[way]:.2f}**",
-            "— (reads the folder)" if sent is None else f"{sent / 1e9:.2f} GB in {measured[0]['upload_requests']:,} requests",
-            "—" if way == "command" else ", ".join(sorted({str(len(m["known_sent"])) for m in measured})),
+            "— (reads the folder)" if way == "command" else "not recorded (nothing attached)" if sent is None
+            else f"{sent / 1e9:.2f} GB in {measured[0]['upload_requests']:,} requests",
+            ", ".join(sorted({str(len(m["known_sent"])) for m in measured})) if recorded else "—",
             ", ".join(sorted({f"{m['gallery']['images']:,}" for m in measured})),
         ])
     out["uploads.table"] = common.table(
         ["Way", "median s", "each round, s", "files/s", "× the command's rate", "bytes sent",
          "known files sent", "images in the gallery after"], rows, "lrrrrrrr")
     if "page" in ways:
-        page = [m["page"] for m in run["rounds"] if "page" in m]
-        due = folder["bytes"] - known["bytes"]
-        sent = statistics.median(m["upload_body_bytes"] for m in page)
         out.update({
             "uploads.ratio": f"{ratios['page']:.2f}",
             "uploads.ratio_met": "met" if ratios["page"] >= GOAL_RATIO else "**not met**",
             "uploads.page_rate": f"{files / seconds['page']:.1f}", "uploads.command_rate": f"{files / seconds['command']:.1f}",
             "uploads.page_seconds": f"{seconds['page']:.0f}", "uploads.command_seconds": f"{seconds['command']:.0f}",
+        })
+    # What the page sent: from the runs Playwright recorded (older runs recorded "page" itself).
+    recorded_way = next((way for way in ("page_recorded", "page") if way in ways
+                         and "upload_body_bytes" in run["rounds"][0].get(way, {})), None)
+    if recorded_way:
+        page = [m[recorded_way] for m in run["rounds"] if recorded_way in m]
+        due = folder["bytes"] - known["bytes"]
+        sent = statistics.median(m["upload_body_bytes"] for m in page)
+        out.update({
+            "uploads.recorded_ratio": f"{ratios[recorded_way]:.2f}",
             "uploads.sent_gb": f"{sent / 1e9:.3f}", "uploads.due_gb": f"{due / 1e9:.3f}",
             "uploads.sent_share": f"{sent / folder['bytes']:.1%}",
             "uploads.overhead": f"{(sent - due) / 1e3 / max(1, page[0]['upload_requests']):.2f}",
@@ -793,7 +903,7 @@ def values(runs: list[dict], run: dict) -> dict:
         cpu = cpu_per_file(run, way)
         rows.append([LABELS[way], f"{cpu['site']:.1f}", f"{cpu['client']:.1f}" if way != "command" else "—",
                      f"{cpu['postgres']:.1f}", f"**{cpu['site'] + cpu['client'] + cpu['postgres']:.1f}**",
-                     f"{limits[way]:.1f}", f"{cpu['harness']:.1f}" if way == "page" else "—", f"{cpu['other']:.1f}"])
+                     f"{limits[way]:.1f}", f"{cpu['harness']:.1f}" if way == "page_recorded" else "—", f"{cpu['other']:.1f}"])
     out["uploads.page_cpu"] = common.table(
         ["CPU ms per file", "the site (command or gunicorn)", "the client (Chromium or script)", "PostgreSQL",
          "all", "files/s the CPU allows", "the harness (Playwright's driver)", "other jobs on the machine meanwhile"],
@@ -818,7 +928,7 @@ def plot(run: dict) -> None:
 
     files = run["folder"]["files"]
     ways = [way for way in WAYS if any(way in measured for measured in run["rounds"])]
-    colours = {"command": "#4c72b0", "page": "#55a868", "api": "#8172b2"}
+    colours = {"command": "#4c72b0", "page": "#55a868", "page_recorded": "#8fbc8f", "api": "#8172b2"}
     figure, (rates, sent) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1.4, 1]})
     width = 0.8 / len(ways)
     for offset, way in enumerate(ways):
@@ -838,11 +948,10 @@ def plot(run: dict) -> None:
     folder = run["folder"]
     bars = [("folder", folder["bytes"], "#8c8c8c"),
             ("already in\nthe gallery", folder["by_kind"]["known"]["bytes"], "#dd8452")]
-    for way in ("page", "api"):
-        if way in ways:
-            bars.append((f"sent by\n{'the page' if way == 'page' else 'the script'}",
-                         statistics.median(m[way]["upload_body_bytes"] for m in run["rounds"] if way in m),
-                         colours[way]))
+    for way, name in (("page_recorded", "the page"), ("page", "the page"), ("api", "the script")):
+        measured = [m[way] for m in run["rounds"] if way in m and "upload_body_bytes" in m[way]]
+        if measured and not (way == "page" and "page_recorded" in ways):
+            bars.append((f"sent by\n{name}", statistics.median(m["upload_body_bytes"] for m in measured), colours[way]))
     names, heights, colours_ = zip(*bars)
     sent.bar(range(len(bars)), [h / 1e9 for h in heights], color=colours_)
     sent.set_xticks(range(len(bars)), names, fontsize=8)
@@ -874,6 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--report-only", action="store_true", help="rewrite the docs section from the saved runs")
     add("--no-save", action="store_true", help="do not add this run to the saved runs or the docs")
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM, the servers, gunicorn and Chromium are stopped too (finally blocks).
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     args.argv = sys.argv[1:] if argv is None else argv
     if args.prepare_only:
         folder_ensure(args.photos)
