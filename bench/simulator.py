@@ -5,6 +5,7 @@
     .venv/bin/python bench/simulator.py --images 200 --categories 5 --sessions 100 --sample 50   # a quick look
     .venv/bin/python bench/simulator.py --report-only        # rewrite the report from bench/out/simulator.json
     .venv/bin/python bench/simulator.py --tune 0.3 0.4       # the demo model's precision@10 at these clutters
+    .venv/bin/python bench/simulator.py --time-refresh       # beat's evidence rebuild on the last run's counts
 
 The world (``bench/world.py``): generated pictures in hidden categories, uploaded with the
 site's own service (``gallery.services.image_create``) and embedded with its own in-process
@@ -443,6 +444,37 @@ def tune(clutters: list[float], options) -> None:
         common.servers_stop(DATA_DIR)
 
 
+def refresh_time(repeats: int = 3) -> dict:
+    """What beat's evidence rebuild (``clicks.evidence.evidence_refresh``, every
+    CLICKS_EVIDENCE_SECONDS) costs on the counts the last run left: links included, each
+    rebuild reads every retained day again. Added to that run's results."""
+    result = common.load(RESULTS, None)
+    if result is None:
+        raise SystemExit(f"No results in bench/out/{RESULTS}: run the simulator first.")
+    common.django_setup(DATA_DIR, broker=True, MEDIA_ROOT=str(MEDIA_DIR))
+    from django.conf import settings
+
+    from clicks import evidence
+    from clicks.models import PairDay, PairEvidence
+
+    try:
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            evidence.evidence_refresh()
+            seconds.append(round(time.perf_counter() - started, 2))
+        result["refresh"] = {
+            "seconds": seconds, "pair_days": PairDay.objects.count(), "pairs": PairEvidence.objects.count(),
+            "linked": PairEvidence.objects.filter(links__gte=settings.CLICKS_MIN_LINKS).count(),
+            "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+    finally:
+        common.servers_stop(DATA_DIR)
+    log(f"evidence rebuild: {result['refresh']}")
+    common.save(RESULTS, result)
+    return result
+
+
 # --- The report: "Learning from visitors: the simulator" in docs/benchmarks.md -------------------------
 
 
@@ -500,11 +532,18 @@ def report(result: dict) -> None:
         "simulator.runs": f"`{result['command']}` ({result['when']})",
         "simulator.clutter": f"{options['clutter']}",
         # This run's rates scaled to the issue's world: loading is per picture, browsing per session.
-        "simulator.full": (f"At this run's rates, loading 10,000 pictures would take about "
+        "simulator.full": ("This run is that world" if options["images"] >= 10_000 and options["sessions"] >= 20_000
+                           else f"At this run's rates, loading 10,000 pictures would take about "
                            f"{result['load_seconds'] / options['images'] * 10_000 / 60:.0f} minutes here and 20,000 "
                            f"sessions about {last.get('session_seconds', 0) / options['sessions'] * 20_000 / 60:.0f} "
                            f"more, with the checkpoints on top"),
     }
+    refresh = result.get("refresh")
+    if refresh:
+        values["simulator.refresh"] = (
+            f"{min(refresh['seconds']):.1f}–{max(refresh['seconds']):.1f} s for {refresh['pair_days']:,} daily rows "
+            f"giving {refresh['pairs']:,} pairs, {refresh['linked']:,} of them linked ({refresh['when']})"
+        )
     plot(result)
     common.fill(common.DOCS_DIR / "benchmarks.md", values, others=("",))
 
@@ -572,9 +611,13 @@ def main() -> None:
     parser.add_argument("--keep-server", action="store_true", help="leave PostgreSQL and Redis running")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--tune", type=float, nargs="+", metavar="CLUTTER")
+    parser.add_argument("--time-refresh", action="store_true", help="time the evidence rebuild on the last run's counts")
     options = parser.parse_args()
     if options.tune:
         tune(options.tune, options)
+        return
+    if options.time_refresh:
+        report(refresh_time())
         return
     result = common.load(RESULTS, None) if options.report_only else run(options)
     if result is None:
