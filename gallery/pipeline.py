@@ -24,12 +24,14 @@ from imagerec.celery import app
 
 from similarity.pipeline import WORKERS_OWN_LIMITS, embeddings_publish, embeddings_sweep
 
-from .models import Image
+from .models import ArchiveUpload, Image
 
 logger = logging.getLogger(__name__)
 
 RENDITIONS_TASK = "gallery.renditions_create"
 SWEEP_TASK = "gallery.images_sweep"
+# Routed to the default queue (settings.celery_queues).
+ARCHIVE_UPLOAD_EXPAND_TASK = "gallery.archive_upload_expand"
 # Renditions are quick (tens of milliseconds each); a batch keeps the message count low.
 RENDITIONS_PER_TASK = 50
 
@@ -68,12 +70,40 @@ def images_follow_up_enqueue(*, image_ids: Iterable[int], embeddings: bool = Tru
         )
 
 
+def archives_sweep() -> list[int]:
+    """Send again the archives no worker is expanding: their message was lost, or their task
+    gave up on an outage that outlasted its retries.
+
+    A run moves its archive's ``updated_at`` with every member, so an archive untouched for
+    longer than a run may last (its hard time limit) has no live run. Each one sent is touched,
+    so the next sweep waits as long again before sending it once more; a second run beside a
+    late first one is safe (``services.archive_upload_expand`` counts each member once).
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.ARCHIVE_RUN_SECONDS + 300 + 60)
+    stranded = ArchiveUpload.objects.filter(
+        state__in=(ArchiveUpload.State.QUEUED, ArchiveUpload.State.EXPANDING), updated_at__lt=cutoff
+    )
+    archive_ids = list(stranded.order_by("pk").values_list("pk", flat=True)[:100])
+    sent = []
+    for archive_id in archive_ids:
+        try:
+            app.send_task(ARCHIVE_UPLOAD_EXPAND_TASK, args=[archive_id], ignore_result=True)
+        except Exception:  # the broker went away meanwhile: the next sweep tries again
+            logger.warning("Broker unavailable: archive upload %s was not sent again", archive_id, exc_info=True)
+            break
+        ArchiveUpload.objects.filter(pk=archive_id).update(updated_at=timezone.now())
+        sent.append(archive_id)
+    return sent
+
+
 def images_sweep() -> dict[str, int]:
-    """Send again the work that was lost: embeddings of stuck images, renditions still missing.
+    """Send again the work that was lost: embeddings of stuck images, renditions still missing,
+    archives no worker is expanding.
 
     Renditions only for ready images a while old: their file has decoded once, so the task
     has a fair chance, and the upload's own task has had time to run.
     """
+    archives = archives_sweep()
     embeddings = embeddings_sweep()
     cutoff = timezone.now() - timedelta(seconds=settings.EMBEDDING_SWEEP_PENDING_AFTER)
     renditions = list(
@@ -92,4 +122,6 @@ def images_sweep() -> dict[str, int]:
             len(renditions),
             extra={"image_ids": sorted(set(embeddings) | set(renditions))},
         )
-    return {"embeddings": len(embeddings), "renditions": len(renditions)}
+    if archives:
+        logger.info("Sweeper sent %d archive upload(s) again", len(archives), extra={"archive_ids": archives})
+    return {"embeddings": len(embeddings), "renditions": len(renditions), "archives": len(archives)}

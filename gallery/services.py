@@ -28,7 +28,7 @@ from similarity.weights import model_identity
 from . import invalidation
 from .archives import display_path, folder_names, is_zip_archive, zip_limits_check, zip_members
 from .models import ArchiveUpload, Image, Tag
-from .pipeline import images_follow_up_enqueue
+from .pipeline import ARCHIVE_UPLOAD_EXPAND_TASK, images_follow_up_enqueue
 from .selectors import images_with_sha256
 from .storage import stored_file_delete
 from .validation import clean_original_name, file_sha256, inspect_image
@@ -36,9 +36,6 @@ from .validation import clean_original_name, file_sha256, inspect_image
 logger = logging.getLogger(__name__)
 
 UNEXPECTED_ERROR = "It could not be added: an unexpected error, logged for the administrators."
-# Sent by name, so that the web process never imports the worker's code; routed to the
-# default queue (settings.celery_queues).
-ARCHIVE_UPLOAD_EXPAND_TASK = "gallery.archive_upload_expand"
 ARCHIVE_NOT_QUEUED = "The archive could not be queued for a worker (the task queue is unreachable); send it again."
 
 

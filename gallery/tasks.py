@@ -34,7 +34,7 @@ def images_sweep() -> dict:
 
 @shared_task(
     bind=True,
-    name=services.ARCHIVE_UPLOAD_EXPAND_TASK,
+    name=pipeline.ARCHIVE_UPLOAD_EXPAND_TASK,
     # A run hands what is left to a fresh one after ARCHIVE_RUN_SECONDS; the limits are for a
     # member or an extraction that never ends. Both stay under the broker's visibility timeout.
     soft_time_limit=settings.ARCHIVE_RUN_SECONDS + 240,

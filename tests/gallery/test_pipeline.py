@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from gallery import pipeline
-from gallery.models import Image, Rendition
+from gallery.models import ArchiveUpload, Image, Rendition
 from gallery.renditions import renditions_create
 from imagerec.celery import app
 from similarity import pipeline as embedding_pipeline
@@ -28,7 +28,8 @@ def broker_queue():
     def messages() -> list[tuple[str, list]]:
         raw = []
         with app.connection_for_read() as connection:
-            for queue in (settings.CELERY_TASK_ROUTES[name]["queue"] for name in (EMBED_TASK, pipeline.RENDITIONS_TASK)):
+            tasks = (EMBED_TASK, pipeline.RENDITIONS_TASK, pipeline.ARCHIVE_UPLOAD_EXPAND_TASK)
+            for queue in (settings.CELERY_TASK_ROUTES[name]["queue"] for name in tasks):
                 raw += reversed(connection.default_channel.client.lrange(queue, 0, -1))  # pushed on the left
         found = []
         for item in raw:
@@ -130,7 +131,7 @@ def test_the_sweeper_sends_again_what_was_lost_and_nothing_else(image_factory, b
     done = image_factory(8, status=Image.Status.READY, created_at=long_ago)
     renditions_create(image=done)
 
-    assert pipeline.images_sweep() == {"embeddings": 2, "renditions": 1}
+    assert pipeline.images_sweep() == {"embeddings": 2, "renditions": 1, "archives": 0}
 
     assert broker_queue() == [
         (EMBED_TASK, [[lost_message.pk, dead_worker.pk]]),
@@ -139,4 +140,27 @@ def test_the_sweeper_sends_again_what_was_lost_and_nothing_else(image_factory, b
     dead_worker.refresh_from_db()
     assert dead_worker.embedding_status == Image.Status.PENDING
     # Sent once: the next sweep finds them waiting for a worker, not lost.
-    assert pipeline.images_sweep() == {"embeddings": 0, "renditions": 1}
+    assert pipeline.images_sweep() == {"embeddings": 0, "renditions": 1, "archives": 0}
+
+
+def test_the_sweeper_sends_again_archives_no_worker_is_expanding(broker_queue, settings):
+    """A zip whose message was lost, or whose task gave up on a long outage, is not left
+    "expanding" for ever: the sweeper sends it again, once per run's time limit."""
+    stranded_since = timezone.now() - timedelta(seconds=settings.ARCHIVE_RUN_SECONDS + 300 + 120)
+    archives = {}
+    for name, state in [
+        ("lost.zip", ArchiveUpload.State.QUEUED),
+        ("gave-up.zip", ArchiveUpload.State.EXPANDING),
+        ("live.zip", ArchiveUpload.State.EXPANDING),
+        ("done.zip", ArchiveUpload.State.DONE),
+        ("failed.zip", ArchiveUpload.State.FAILED),
+    ]:
+        archives[name] = ArchiveUpload.objects.create(name=name, state=state)
+    ArchiveUpload.objects.exclude(name="live.zip").update(updated_at=stranded_since)  # auto_now on save
+
+    assert pipeline.images_sweep()["archives"] == 2
+
+    stranded = sorted([archives["lost.zip"].pk, archives["gave-up.zip"].pk])
+    assert sorted(args[0] for task, args in broker_queue() if task == pipeline.ARCHIVE_UPLOAD_EXPAND_TASK) == stranded
+    # Sent again: the next sweep gives that message a run's time before sending it once more.
+    assert pipeline.images_sweep()["archives"] == 0
