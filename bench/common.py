@@ -277,6 +277,27 @@ def summary_ms(seconds: list[float]) -> dict:
     }
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system seconds of a process and its live descendants, each with its reaped
+    children's (/proc's cutime and cstime): a worker recycled or a backend closed meanwhile
+    leaves its time with its parent. 0 for a process that is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):

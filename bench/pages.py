@@ -221,28 +221,11 @@ def cpu_seconds_by_part(server_pid: int) -> dict:
     cores whatever else the machine is doing."""
     import resource
 
-    import psutil
-
     from devtools import services
-
-    def tree(pid):
-        # A process's own time and its reaped children's (/proc's cutime and cstime): a worker
-        # recycled or a backend closed meanwhile leaves its time with its parent.
-        try:
-            root = psutil.Process(pid)
-            total = 0.0
-            for process in [root, *root.children(recursive=True)]:
-                try:
-                    times = process.cpu_times()
-                    total += times.user + times.system + times.children_user + times.children_system
-                except psutil.NoSuchProcess:
-                    pass
-            return total
-        except psutil.NoSuchProcess:
-            return 0.0
 
     postmaster = int((common.DATA_DIR / "postgres" / "postmaster.pid").read_text().split()[0])
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tree = common.tree_cpu_seconds
     return {"gunicorn": tree(server_pid), "postgres": tree(postmaster),
             "redis": tree(services._redis_pid(common.DATA_DIR) or 0),
             "wrk": children.ru_utime + children.ru_stime}

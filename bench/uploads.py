@@ -275,21 +275,7 @@ def gallery_check(facts: dict) -> dict:
 def cpu_of(pids: list[int]) -> float:
     """User + system seconds of these processes and their live descendants, and of the children
     they have reaped."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            main = psutil.Process(pid)
-            for process in [main, *main.children(recursive=True)]:
-                try:
-                    times = process.cpu_times()
-                    total += times.user + times.system + times.children_user + times.children_system
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
-    return total
+    return sum(common.tree_cpu_seconds(pid) for pid in pids)
 
 
 def postgres_pid() -> int:
