@@ -86,14 +86,21 @@ def archives_sweep() -> list[int]:
     archive_ids = list(stranded.order_by("pk").values_list("pk", flat=True)[:100])
     sent = []
     for archive_id in archive_ids:
-        try:
-            app.send_task(ARCHIVE_UPLOAD_EXPAND_TASK, args=[archive_id], ignore_result=True)
-        except Exception:  # the broker went away meanwhile: the next sweep tries again
-            logger.warning("Broker unavailable: archive upload %s was not sent again", archive_id, exc_info=True)
-            break
+        if not archive_upload_send(archive_id=archive_id):
+            break  # the broker went away meanwhile: the next sweep tries again
         ArchiveUpload.objects.filter(pk=archive_id).update(updated_at=timezone.now())
         sent.append(archive_id)
     return sent
+
+
+def archive_upload_send(*, archive_id: int) -> bool:
+    """Send an archive upload to a worker to expand; False, logged, when the broker is unreachable."""
+    try:
+        app.send_task(ARCHIVE_UPLOAD_EXPAND_TASK, args=[archive_id], ignore_result=True)
+    except Exception:
+        logger.warning("Broker unavailable: archive upload %s was not sent", archive_id, exc_info=True)
+        return False
+    return True
 
 
 def images_sweep() -> dict[str, int]:

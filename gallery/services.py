@@ -20,7 +20,6 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from imagerec.celery import app
 from similarity.pipeline import embeddings_request
 from similarity.selectors import nearest_neighbours_of
 from similarity.weights import model_identity
@@ -28,7 +27,7 @@ from similarity.weights import model_identity
 from . import invalidation
 from .archives import display_path, folder_names, is_zip_archive, zip_limits_check, zip_members
 from .models import ArchiveUpload, Image, Tag
-from .pipeline import ARCHIVE_UPLOAD_EXPAND_TASK, images_follow_up_enqueue
+from .pipeline import archive_upload_send, images_follow_up_enqueue
 from .selectors import images_with_sha256
 from .storage import stored_file_delete
 from .validation import clean_original_name, file_sha256, inspect_image
@@ -342,13 +341,10 @@ def archive_upload_create(
 
 def archive_upload_publish(*, archive_id: int) -> bool:
     """Send the archive to a worker; False, and the archive failed, when the broker is unreachable."""
-    try:
-        app.send_task(ARCHIVE_UPLOAD_EXPAND_TASK, args=[archive_id], ignore_result=True)
-    except Exception:
-        logger.warning("Broker unavailable: archive upload %s was not queued", archive_id, exc_info=True)
-        archive_upload_finish(archive_id=archive_id, state=ArchiveUpload.State.FAILED, error=ARCHIVE_NOT_QUEUED)
-        return False
-    return True
+    if archive_upload_send(archive_id=archive_id):
+        return True
+    archive_upload_finish(archive_id=archive_id, state=ArchiveUpload.State.FAILED, error=ARCHIVE_NOT_QUEUED)
+    return False
 
 
 def archive_upload_finish(*, archive_id: int, state: str, error: str = "") -> ArchiveUpload:
@@ -419,7 +415,9 @@ def _archive_member_add(*, archive: ArchiveUpload, index: int, member) -> bool:
     """Add the archive's member number ``index`` and count it; False when a run already had."""
     name = f"{archive.name}: {member.path}"
     with transaction.atomic():
-        done = ArchiveUpload.objects.select_for_update().values_list("members_done", flat=True).get(pk=archive.pk)
+        done, refusals = (
+            ArchiveUpload.objects.select_for_update().values_list("members_done", "refusals").get(pk=archive.pk)
+        )
         if done > index:
             return False
         if member.error:
@@ -437,7 +435,6 @@ def _archive_member_add(*, archive: ArchiveUpload, index: int, member) -> bool:
             counts["duplicates"] = F("duplicates") + 1
         else:
             counts["refused"] = F("refused") + 1
-            refusals = ArchiveUpload.objects.values_list("refusals", flat=True).get(pk=archive.pk)
             if len(refusals) < ArchiveUpload.REFUSALS_KEPT:
                 counts["refusals"] = [*refusals, {"name": name, "reason": outcome.error}]
         ArchiveUpload.objects.filter(pk=archive.pk).update(**counts)

@@ -1,6 +1,6 @@
 """Celery tasks: interfaces that take ids, call one service, and own the retry and time-limit policy.
 
-Names are explicit and stable: ``gallery.pipeline`` and ``gallery.services`` send them by name, and the settings
+Names are explicit and stable: ``gallery.pipeline`` sends them by name, and the settings
 route each to its queue. The embedding task is similarity's (``similarity.tasks``).
 """
 
